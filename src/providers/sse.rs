@@ -1,0 +1,1 @@
+//! Incremental SSE decoder (to be written).
