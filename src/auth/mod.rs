@@ -1,0 +1,5 @@
+//! Credentials: `llmo_sk_` API keys, the in-memory key cache, and secrets at rest.
+
+pub mod api_key;
+pub mod keys;
+pub mod secrets;

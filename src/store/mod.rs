@@ -1,0 +1,351 @@
+//! The store: one redb file holding accounts, keys, cost events and their rollups.
+//!
+//! Every method here blocks on disk I/O: async callers go through
+//! `tokio::task::spawn_blocking`, and events are written only by the `writer` thread.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+pub mod model;
+pub mod tables;
+pub mod writer;
+
+use model::{ApiKeyRecord, CostEvent, ProviderKeyRecord, Totals, User};
+use tables::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] redb::Error),
+    #[error("corrupt record: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("email already registered")]
+    EmailTaken,
+    #[error("not found")]
+    NotFound,
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Cheap-to-clone handle on the database.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the database file and makes sure every table exists.
+    pub fn open(path: &Path) -> Result<Store> {
+        let db = Database::builder().create(path)?;
+        let w = db.begin_write()?;
+        {
+            w.open_table(USERS)?;
+            w.open_table(USERS_BY_EMAIL)?;
+            w.open_table(API_KEYS)?;
+            w.open_table(PROVIDER_KEYS)?;
+            w.open_table(EVENTS)?;
+            w.open_table(ROLLUP_HOURLY)?;
+        }
+        w.commit()?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    // ---- accounts ----
+
+    /// Creates an account; the email must already be normalized.
+    pub fn create_user(&self, user: &User) -> Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            let mut by_email = w.open_table(USERS_BY_EMAIL)?;
+            if by_email.get(user.email.as_str())?.is_some() {
+                return Err(StoreError::EmailTaken);
+            }
+            by_email.insert(user.email.as_str(), user.id.as_str())?;
+            let mut users = w.open_table(USERS)?;
+            users.insert(user.id.as_str(), serde_json::to_vec(user)?.as_slice())?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// Creates an account together with its first API key, atomically.
+    pub fn create_user_with_key(&self, user: &User, key: &ApiKeyRecord) -> Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            let mut by_email = w.open_table(USERS_BY_EMAIL)?;
+            if by_email.get(user.email.as_str())?.is_some() {
+                return Err(StoreError::EmailTaken);
+            }
+            by_email.insert(user.email.as_str(), user.id.as_str())?;
+            let mut users = w.open_table(USERS)?;
+            users.insert(user.id.as_str(), serde_json::to_vec(user)?.as_slice())?;
+            let mut keys = w.open_table(API_KEYS)?;
+            keys.insert(key.id.as_str(), serde_json::to_vec(key)?.as_slice())?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    pub fn update_user(&self, user: &User) -> Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            let mut users = w.open_table(USERS)?;
+            if users.get(user.id.as_str())?.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            users.insert(user.id.as_str(), serde_json::to_vec(user)?.as_slice())?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    pub fn user(&self, id: &str) -> Result<Option<User>> {
+        let r = self.db.begin_read()?;
+        let users = r.open_table(USERS)?;
+        match users.get(id)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let r = self.db.begin_read()?;
+        let by_email = r.open_table(USERS_BY_EMAIL)?;
+        let Some(id) = by_email.get(email)? else {
+            return Ok(None);
+        };
+        let users = r.open_table(USERS)?;
+        match users.get(id.value())? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    // ---- API keys ----
+
+    pub fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            let mut keys = w.open_table(API_KEYS)?;
+            keys.insert(key.id.as_str(), serde_json::to_vec(key)?.as_slice())?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// Every key of every account (to fill the in-memory key cache at start).
+    pub fn all_api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        let r = self.db.begin_read()?;
+        let keys = r.open_table(API_KEYS)?;
+        let mut out = Vec::new();
+        for row in keys.iter()? {
+            let (_, v) = row?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// One account's keys, oldest first.
+    pub fn api_keys_for(&self, user_id: &str) -> Result<Vec<ApiKeyRecord>> {
+        let mut keys: Vec<ApiKeyRecord> = self
+            .all_api_keys()?
+            .into_iter()
+            .filter(|k| k.user_id == user_id)
+            .collect();
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(keys)
+    }
+
+    /// Marks a key revoked. `NotFound` unless the key exists and belongs to `user_id`.
+    pub fn revoke_api_key(&self, user_id: &str, key_id: &str) -> Result<ApiKeyRecord> {
+        let w = self.db.begin_write()?;
+        let rec = {
+            let mut keys = w.open_table(API_KEYS)?;
+            let mut rec: ApiKeyRecord = match keys.get(key_id)? {
+                Some(v) => serde_json::from_slice(v.value())?,
+                None => return Err(StoreError::NotFound),
+            };
+            if rec.user_id != user_id {
+                return Err(StoreError::NotFound);
+            }
+            rec.revoked = true;
+            keys.insert(key_id, serde_json::to_vec(&rec)?.as_slice())?;
+            rec
+        };
+        w.commit()?;
+        Ok(rec)
+    }
+
+    // ---- provider keys ----
+
+    pub fn put_provider_key(&self, user_id: &str, rec: &ProviderKeyRecord) -> Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            let mut t = w.open_table(PROVIDER_KEYS)?;
+            t.insert(
+                (user_id, rec.provider.as_str()),
+                serde_json::to_vec(rec)?.as_slice(),
+            )?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// Removes a provider key; `NotFound` if none was set.
+    pub fn delete_provider_key(&self, user_id: &str, provider: &str) -> Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            let mut t = w.open_table(PROVIDER_KEYS)?;
+            if t.remove((user_id, provider))?.is_none() {
+                return Err(StoreError::NotFound);
+            }
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    pub fn provider_keys_for(&self, user_id: &str) -> Result<Vec<ProviderKeyRecord>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(PROVIDER_KEYS)?;
+        let mut out = Vec::new();
+        for row in t.range((user_id, "")..)? {
+            let (k, v) = row?;
+            if k.value().0 != user_id {
+                break;
+            }
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Every stored provider key, with its account id (to fill the managed-mode cache).
+    pub fn all_provider_keys(&self) -> Result<Vec<(String, ProviderKeyRecord)>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(PROVIDER_KEYS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().0.to_owned(), serde_json::from_slice(v.value())?));
+        }
+        Ok(out)
+    }
+
+    // ---- events ----
+
+    /// Writes events, their rollups and the keys' last-used times in one transaction.
+    /// Only the writer thread (and tests that build data) call this.
+    pub fn write_events(&self, events: &[CostEvent]) -> Result<()> {
+        let mut w = self.db.begin_write()?;
+        w.set_durability(redb::Durability::Immediate)?;
+        w.set_quick_repair(true);
+        {
+            let mut ev = w.open_table(EVENTS)?;
+            let mut rollups: HashMap<RollupKey<'_>, Totals> = HashMap::new();
+            let mut last_used: HashMap<&str, i64> = HashMap::new();
+            for e in events {
+                let id = ulid::Ulid::from_string(&e.id).map(u128::from).unwrap_or(0);
+                ev.insert((e.user_id.as_str(), id), serde_json::to_vec(e)?.as_slice())?;
+                rollups.entry(RollupKey::of(e)).or_default().add_event(e);
+                let lu = last_used.entry(e.api_key_id.as_str()).or_default();
+                *lu = (*lu).max(e.ts_ms);
+            }
+            drop(ev);
+            let mut ru = w.open_table(ROLLUP_HOURLY)?;
+            for (k, add) in rollups {
+                let key = (k.user, k.hour, k.provider, k.model, k.customer);
+                let mut t = match ru.get(key)? {
+                    Some(v) => decode_totals(v.value()),
+                    None => Totals::default(),
+                };
+                t.merge(&add);
+                ru.insert(key, encode_totals(&t).as_slice())?;
+            }
+            drop(ru);
+            let mut keys = w.open_table(API_KEYS)?;
+            for (key_id, ts) in last_used {
+                let rec: Option<ApiKeyRecord> = match keys.get(key_id)? {
+                    Some(v) => serde_json::from_slice(v.value()).ok(),
+                    None => None,
+                };
+                if let Some(mut rec) = rec
+                    && rec.last_used_at_ms.is_none_or(|t| t < ts)
+                {
+                    rec.last_used_at_ms = Some(ts);
+                    keys.insert(key_id, serde_json::to_vec(&rec)?.as_slice())?;
+                }
+            }
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// One event by id, if it belongs to `user_id`.
+    pub fn event(&self, user_id: &str, id: &str) -> Result<Option<CostEvent>> {
+        let Ok(ulid) = ulid::Ulid::from_string(id) else {
+            return Ok(None);
+        };
+        let r = self.db.begin_read()?;
+        let t = r.open_table(EVENTS)?;
+        match t.get((user_id, u128::from(ulid)))? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Number of stored events of every account (tests and metrics).
+    pub fn event_count(&self) -> Result<u64> {
+        use redb::ReadableTableMetadata;
+        let r = self.db.begin_read()?;
+        Ok(r.open_table(EVENTS)?.len()?)
+    }
+}
+
+#[derive(Hash, PartialEq, Eq)]
+struct RollupKey<'a> {
+    user: &'a str,
+    hour: i64,
+    provider: &'a str,
+    model: &'a str,
+    customer: &'a str,
+}
+
+impl<'a> RollupKey<'a> {
+    fn of(e: &'a CostEvent) -> Self {
+        RollupKey {
+            user: &e.user_id,
+            hour: crate::time::hour_floor(e.ts_ms),
+            provider: e.provider.as_str(),
+            model: e.model.as_deref().unwrap_or(""),
+            customer: e.customer_id.as_deref().unwrap_or(""),
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The event writer: one thread that commits cost events in groups.
+//!
+//! Requests hand events to [`EventSink::record`], which never waits on the disk: the
+//! event goes into a bounded queue, and one blocking thread takes everything queued
+//! at once and writes it in a single transaction (group commit). A full queue makes
+//! the handing-off task wait (backpressure, counted) rather than drop the event; an
+//! event is only ever dropped once the writer has shut down, and that is counted and
+//! logged. A failed commit is retried with the same batch until it succeeds or the
+//! writer is told to stop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Store;
+use super::model::CostEvent;
+
+/// Most events written in one transaction.
+const MAX_BATCH: usize = 1024;
+
+enum Msg {
+    Event(Box<CostEvent>),
+    /// Answered once every event queued before it is committed.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Counters the writer exposes to `/metrics` and `/healthz`.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub queued: AtomicU64,
+    pub written: AtomicU64,
+    pub dropped: AtomicU64,
+    pub backpressure_waits: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub batches: AtomicU64,
+    /// Set while commits are failing.
+    pub degraded: AtomicBool,
+}
+
+impl WriterStats {
+    pub fn queue_depth(&self) -> u64 {
+        let q = self.queued.load(Ordering::Relaxed);
+        let w = self.written.load(Ordering::Relaxed);
+        let d = self.dropped.load(Ordering::Relaxed);
+        q.saturating_sub(w + d)
+    }
+}
+
+/// Sending side of the writer queue; cheap to clone.
+#[derive(Clone)]
+pub struct EventSink {
+    tx: mpsc::Sender<Msg>,
+    stats: Arc<WriterStats>,
+}
+
+/// Owns the writer thread; [`EventWriter::shutdown`] commits what is queued and joins it.
+pub struct EventWriter {
+    thread: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    sink: EventSink,
+}
+
+impl EventWriter {
+    /// Starts the writer thread with a queue of `capacity` events.
+    pub fn start(store: Store, capacity: usize) -> std::io::Result<EventWriter> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let stats = Arc::new(WriterStats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stats = stats.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("event-writer".into())
+                .spawn(move || run(store, rx, stats, stop))?
+        };
+        Ok(EventWriter {
+            thread: Some(thread),
+            stop,
+            sink: EventSink { tx, stats },
+        })
+    }
+
+    pub fn sink(&self) -> EventSink {
+        self.sink.clone()
+    }
+
+    /// Commits every queued event, then stops the thread. Events recorded afterwards
+    /// are counted as dropped.
+    pub async fn shutdown(mut self) {
+        self.sink.flush().await;
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the thread so it sees `stop`.
+        let (ack, _rx) = oneshot::channel();
+        let _ = self.sink.tx.send(Msg::Flush(ack)).await;
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+impl EventSink {
+    /// Queues an event for writing. Never blocks the caller on disk: when the queue is
+    /// full the event is handed to a task that waits for room.
+    pub fn record(&self, event: CostEvent) {
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(Msg::Event(Box::new(event))) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                self.stats.backpressure_waits.fetch_add(1, Ordering::Relaxed);
+                let tx = self.tx.clone();
+                let stats = self.stats.clone();
+                let spawned = tokio::runtime::Handle::try_current().map(|h| {
+                    h.spawn(async move {
+                        if tx.send(msg).await.is_err() {
+                            dropped(&stats);
+                        }
+                    })
+                });
+                if spawned.is_err() {
+                    dropped(&self.stats);
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => dropped(&self.stats),
+        }
+    }
+
+    /// Waits until every event recorded before this call is committed.
+    pub async fn flush(&self) {
+        let (ack, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(ack)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<WriterStats> {
+        &self.stats
+    }
+}
+
+fn dropped(stats: &WriterStats) {
+    stats.dropped.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(
+        dropped_total = stats.dropped.load(Ordering::Relaxed),
+        "cost event dropped: writer is stopped"
+    );
+}
+
+fn run(store: Store, mut rx: mpsc::Receiver<Msg>, stats: Arc<WriterStats>, stop: Arc<AtomicBool>) {
+    let mut batch: Vec<CostEvent> = Vec::with_capacity(MAX_BATCH);
+    let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
+    loop {
+        // Block for the first message, then take whatever else is already queued.
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        take(first, &mut batch, &mut acks);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => take(m, &mut batch, &mut acks),
+                Err(_) => break,
+            }
+        }
+        commit(&store, &mut batch, &stats, &stop);
+        for a in acks.drain(..) {
+            let _ = a.send(());
+        }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    // Stopped: whatever is still queued is committed too, so nothing is lost.
+    while let Ok(m) = rx.try_recv() {
+        take(m, &mut batch, &mut acks);
+        if batch.len() >= MAX_BATCH {
+            commit(&store, &mut batch, &stats, &stop);
+        }
+    }
+    commit(&store, &mut batch, &stats, &stop);
+    for a in acks.drain(..) {
+        let _ = a.send(());
+    }
+    rx.close();
+}
+
+fn take(m: Msg, batch: &mut Vec<CostEvent>, acks: &mut Vec<oneshot::Sender<()>>) {
+    match m {
+        Msg::Event(e) => batch.push(*e),
+        Msg::Flush(a) => acks.push(a),
+    }
+}
+
+fn commit(store: &Store, batch: &mut Vec<CostEvent>, stats: &WriterStats, stop: &AtomicBool) {
+    if batch.is_empty() {
+        return;
+    }
+    let mut backoff = Duration::from_millis(50);
+    let mut attempts_after_stop = 0;
+    loop {
+        match store.write_events(batch) {
+            Ok(()) => {
+                stats
+                    .written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats.degraded.store(false, Ordering::Relaxed);
+                batch.clear();
+                return;
+            }
+            Err(e) => {
+                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                stats.degraded.store(true, Ordering::Relaxed);
+                tracing::error!(error = %e, events = batch.len(), "event commit failed, retrying");
+                if stop.load(Ordering::SeqCst) {
+                    attempts_after_stop += 1;
+                    if attempts_after_stop > 5 {
+                        for _ in batch.iter() {
+                            dropped(stats);
+                        }
+                        batch.clear();
+                        return;
+                    }
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
