@@ -3,10 +3,26 @@
 //! Everything here is pure and synchronous (bytes in, usage out): the proxy's
 //! `meter` module feeds response chunks to a [`UsageParser`] chosen by
 //! [`parser_for`], and the pricing module turns the resulting [`Usage`] into money.
+//!
+//! Map: [`sse`] decodes event streams; [`json_tail`] and [`json_seq`] capture JSON bodies
+//! with bounded memory; [`openai`] (with the shared usage conventions in [`openai_compat`]),
+//! [`anthropic`] and [`gemini`] hold one parser per wire format; [`wire`] has the lenient
+//! field types they share. [`openai::UsageChunkFilter`] strips the usage chunk the proxy
+//! requested on a client's behalf.
 
 use serde::{Deserialize, Serialize};
 
+pub mod anthropic;
+pub mod gemini;
+pub mod json_seq;
+pub mod json_tail;
+pub mod openai;
+pub mod openai_compat;
 pub mod sse;
+pub mod wire;
+
+#[cfg(test)]
+mod fixture_tests;
 
 /// An upstream LLM provider, as named by the first segment of a proxy path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -208,4 +224,74 @@ pub trait UsageParser: Send {
     fn feed(&mut self, chunk: &[u8]);
     /// What was seen so far; `complete` is false when the stream stopped early.
     fn finish(&mut self) -> ParsedUsage;
+}
+
+/// Memory bounds of the parsers [`parser_for_with`] builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParserLimits {
+    /// A JSON body (or one element of a JSON-array stream) up to this size is parsed whole;
+    /// a larger one keeps only 64 KiB head and tail windows (usage is at the end).
+    pub max_json_body_bytes: usize,
+    /// SSE events larger than this are skipped (and counted) without being parsed.
+    pub max_sse_event_bytes: usize,
+}
+
+impl Default for ParserLimits {
+    fn default() -> Self {
+        ParserLimits {
+            max_json_body_bytes: json_tail::DEFAULT_MAX_JSON_BYTES,
+            max_sse_event_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// The usage parser for a response, with [`ParserLimits::default`].
+///
+/// `streamed` means the response's content type is `text/event-stream`. The endpoint picks
+/// the wire format (so Gemini's OpenAI-compatible `/chat/completions` gets the OpenAI
+/// parser, DeepSeek's `/anthropic/v1/messages` the Anthropic one); for [`Endpoint::Other`]
+/// the provider's dialect decides, which yields `usage: None` for bodies without a
+/// recognizable usage object. Callers should only meter `Other` for calls that are billed:
+/// a `GET /v1/responses/{id}` body also carries a usage object.
+///
+/// [`ParsedUsage::complete`] means the counts are final, not lower bounds:
+/// * JSON bodies: the body parsed (or, past the size cap, its end was intact).
+/// * OpenAI-shaped chat streams: `data: [DONE]` or a usage chunk was seen, and no error chunk.
+/// * Responses streams: `response.completed`, `response.incomplete` or `response.failed` arrived.
+/// * Anthropic streams: `message_delta` or `message_stop` arrived and no `event: error`.
+/// * Gemini streams (SSE or JSON array): a candidate had a `finishReason` (or the prompt
+///   was blocked) and no error chunk came.
+pub fn parser_for(provider: Provider, endpoint: Endpoint, streamed: bool) -> Box<dyn UsageParser> {
+    parser_for_with(provider, endpoint, streamed, ParserLimits::default())
+}
+
+/// [`parser_for`] with explicit memory bounds.
+pub fn parser_for_with(
+    provider: Provider,
+    endpoint: Endpoint,
+    streamed: bool,
+    limits: ParserLimits,
+) -> Box<dyn UsageParser> {
+    let json = limits.max_json_body_bytes;
+    let event = limits.max_sse_event_bytes;
+    let dialect = match endpoint {
+        Endpoint::ChatCompletions
+        | Endpoint::Completions
+        | Endpoint::Embeddings
+        | Endpoint::Responses => Dialect::OpenAi,
+        Endpoint::Messages => Dialect::Anthropic,
+        Endpoint::GenerateContent | Endpoint::StreamGenerateContent => Dialect::Gemini,
+        Endpoint::Other => provider.dialect(),
+    };
+    match (dialect, streamed) {
+        (Dialect::OpenAi, false) => Box::new(openai::OpenAiJsonParser::new(json)),
+        (Dialect::OpenAi, true) if endpoint == Endpoint::Responses => {
+            Box::new(openai::ResponsesStream::new(event))
+        }
+        (Dialect::OpenAi, true) => Box::new(openai::OpenAiChatStream::new(event)),
+        (Dialect::Anthropic, false) => Box::new(anthropic::AnthropicJsonParser::new(json)),
+        (Dialect::Anthropic, true) => Box::new(anthropic::AnthropicStream::new(event)),
+        (Dialect::Gemini, false) => Box::new(gemini::GeminiJsonParser::new(json)),
+        (Dialect::Gemini, true) => Box::new(gemini::GeminiStream::new(event)),
+    }
 }

@@ -1,0 +1,415 @@
+//! Small building blocks shared by the provider wire structs.
+//!
+//! * [`Count`]: a token count that never fails a parse. Compatible servers send counts as
+//!   floats (`45.0`), strings or `null`; one odd field must not cost us a whole usage object.
+//! * [`Text`]: a model or tier name; empty strings and odd types read as absent.
+//! * [`Decimal`]: a provider-reported USD amount as an exact decimal string (OpenRouter
+//!   `usage.cost`), plus [`usd_from_ticks`] for xAI's `cost_in_usd_ticks`.
+//! * Byte helpers ([`find`], [`has_object_member`]) used to decide cheaply, before any JSON
+//!   parse, whether a stream chunk can carry usage at all.
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// A lenient, optional token count. `Count(None)` when absent, `null`, negative or not a number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Count(pub Option<u64>);
+
+impl Count {
+    pub fn get(self) -> Option<u64> {
+        self.0
+    }
+
+    /// The count, or 0 when the field was absent (providers omit zero counts).
+    pub fn or_zero(self) -> u64 {
+        self.0.unwrap_or(0)
+    }
+
+    /// `other` replaces `self` when it is present (cumulative stream snapshots).
+    pub fn overridden_by(self, other: Count) -> Count {
+        if other.0.is_some() { other } else { self }
+    }
+}
+
+struct CountVisitor;
+
+impl<'de> Visitor<'de> for CountVisitor {
+    type Value = Count;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a token count")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Count, E> {
+        Ok(Count(Some(v)))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Count, E> {
+        Ok(Count(u64::try_from(v).ok()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Count, E> {
+        // `as` saturates for floats; fractional token counts do not exist, truncate.
+        Ok(Count((v.is_finite() && v >= 0.0).then_some(v as u64)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Count, E> {
+        Ok(Count(v.trim().parse().ok()))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Count, E> {
+        Ok(Count(None))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Count, E> {
+        Ok(Count(None))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Count, E> {
+        Ok(Count(None))
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Count, D::Error> {
+        d.deserialize_any(CountVisitor)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Count(None))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Count, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Count(None))
+    }
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Count, D::Error> {
+        d.deserialize_any(CountVisitor)
+    }
+}
+
+/// A lenient optional string (model names, tiers): `Text(None)` unless the value is a
+/// non-empty JSON string. Azure's stream preamble sends `"model": ""`, which must not count.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Text(pub Option<String>);
+
+impl Text {
+    pub fn into_inner(self) -> Option<String> {
+        self.0
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Text;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+        Ok(Text((!v.is_empty()).then(|| v.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Text, E> {
+        Ok(Text((!v.is_empty()).then_some(v)))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Text, E> {
+        Ok(Text(None))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Text, E> {
+        Ok(Text(None))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Text, E> {
+        Ok(Text(None))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Text, E> {
+        Ok(Text(None))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Text, E> {
+        Ok(Text(None))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Text, E> {
+        Ok(Text(None))
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Text, D::Error> {
+        d.deserialize_any(TextVisitor)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Text(None))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Text(None))
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
+        d.deserialize_any(TextVisitor)
+    }
+}
+
+/// A non-negative USD amount as a plain decimal string (no exponent), or `None` when the
+/// field is absent or unusable. Accepts a JSON number or a decimal string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decimal(pub Option<String>);
+
+struct DecimalVisitor;
+
+impl<'de> Visitor<'de> for DecimalVisitor {
+    type Value = Decimal;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a decimal amount")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Decimal, E> {
+        Ok(Decimal(Some(v.to_string())))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Decimal, E> {
+        Ok(Decimal(u64::try_from(v).ok().map(|v| v.to_string())))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Decimal, E> {
+        Ok(Decimal(decimal_from_f64(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Decimal, E> {
+        let v = v.trim();
+        let plain = !v.is_empty()
+            && v.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            && v.bytes().filter(|&b| b == b'.').count() <= 1
+            && v.bytes().any(|b| b.is_ascii_digit());
+        Ok(Decimal(plain.then(|| v.to_owned())))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Decimal, E> {
+        Ok(Decimal(None))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Decimal, E> {
+        Ok(Decimal(None))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Decimal, E> {
+        Ok(Decimal(None))
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Decimal, D::Error> {
+        d.deserialize_any(DecimalVisitor)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Decimal, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Decimal(None))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Decimal, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Decimal(None))
+    }
+}
+
+impl<'de> Deserialize<'de> for Decimal {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        d.deserialize_any(DecimalVisitor)
+    }
+}
+
+/// Most fractional digits we emit: femto-dollars, the resolution of `pricing::Money`.
+const MAX_FRACTION_DIGITS: usize = 15;
+
+/// Formats a JSON-parsed amount as a plain decimal string.
+///
+/// serde_json (without `float_roundtrip`) may land one ULP off the literal, so the value is
+/// rounded to 15 significant digits first: that recovers the literal exactly whenever it had
+/// at most 15 significant digits (every realistic cost). At most 15 fractional digits are
+/// emitted. Negative and non-finite values yield `None`.
+pub fn decimal_from_f64(v: f64) -> Option<String> {
+    if !v.is_finite() || v < 0.0 {
+        return None;
+    }
+    if v == 0.0 {
+        return Some("0".to_owned());
+    }
+    // "d.dddddddddddddde-x": 15 significant digits and a decimal exponent.
+    let sci = format!("{v:.14e}");
+    let (mantissa, exp) = sci.split_once('e')?;
+    let exp: i32 = exp.parse().ok()?;
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let digits = digits.trim_end_matches('0');
+    let digits = if digits.is_empty() { "0" } else { digits };
+    // Value = 0.DIGITS * 10^(exp + 1).
+    let point = exp + 1;
+    let out = if point <= 0 {
+        let zeros = usize::try_from(-point).ok()?;
+        format!("0.{}{}", "0".repeat(zeros), digits)
+    } else {
+        let point = usize::try_from(point).ok()?;
+        if digits.len() <= point {
+            format!("{}{}", digits, "0".repeat(point - digits.len()))
+        } else {
+            format!("{}.{}", &digits[..point], &digits[point..])
+        }
+    };
+    let fraction_len = out.split_once('.').map_or(0, |(_, f)| f.len());
+    if fraction_len <= MAX_FRACTION_DIGITS {
+        return Some(out);
+    }
+    let fixed = format!("{v:.15}");
+    let fixed = fixed.trim_end_matches('0').trim_end_matches('.');
+    Some(if fixed.is_empty() {
+        "0".to_owned()
+    } else {
+        fixed.to_owned()
+    })
+}
+
+/// xAI bills in ticks of 1e-10 USD (`usage.cost_in_usd_ticks`): exact decimal USD string.
+/// `248250000` → `"0.024825"`.
+pub fn usd_from_ticks(ticks: u64) -> String {
+    const TICKS_PER_USD: u64 = 10_000_000_000;
+    let whole = ticks / TICKS_PER_USD;
+    let frac = ticks % TICKS_PER_USD;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let frac = format!("{frac:010}");
+    format!("{whole}.{}", frac.trim_end_matches('0'))
+}
+
+/// Position of the first occurrence of `needle` in `hay`.
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    find_from(hay, needle, 0)
+}
+
+fn find_from(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    let (&first, rest) = needle.split_first()?;
+    let mut i = from;
+    while i + needle.len() <= hay.len() {
+        let off = hay.get(i..)?.iter().position(|&b| b == first)?;
+        i += off;
+        let end = i + needle.len();
+        if end > hay.len() {
+            return None;
+        }
+        if hay.get(i + 1..end) == Some(rest) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// True when `json` contains the member key `key` (given with its quotes, e.g. `"\"usage\""`)
+/// followed by `:` and an object value. Cheap pre-filter before a JSON parse: in valid JSON
+/// an unescaped `"usage"` followed by `:` can only be a member key (quotes inside strings
+/// are escaped), so a `false` answer is exact for the keys we look for.
+pub fn has_object_member(json: &[u8], key: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(at) = find_from(json, key, from) {
+        let mut rest = json.get(at + key.len()..).unwrap_or_default().iter();
+        let next = rest.by_ref().find(|b| !b.is_ascii_whitespace());
+        if next == Some(&b':') && rest.find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_lenient() {
+        #[derive(serde::Deserialize)]
+        struct W {
+            #[serde(default)]
+            a: Count,
+        }
+        let cases = [
+            (r#"{"a":5}"#, Some(5)),
+            (r#"{"a":5.0}"#, Some(5)),
+            (r#"{"a":"7"}"#, Some(7)),
+            (r#"{"a":-1}"#, None),
+            (r#"{"a":null}"#, None),
+            (r#"{"a":[1,2]}"#, None),
+            (r#"{"a":{"b":1}}"#, None),
+            (r#"{}"#, None),
+        ];
+        for (json, want) in cases {
+            let w: W = serde_json::from_str(json).unwrap();
+            assert_eq!(w.a.get(), want, "{json}");
+        }
+    }
+
+    #[test]
+    fn decimals_are_exact() {
+        let cases = [
+            (0.0058704, "0.0058704"),
+            (0.024825, "0.024825"),
+            (1.0, "1"),
+            (0.0, "0"),
+            (123.456, "123.456"),
+            (1e-10, "0.0000000001"),
+            (12345678.9, "12345678.9"),
+            (1.5e20, "150000000000000000000"),
+            (1.234_567_890_123e-5, "0.000012345678901"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(decimal_from_f64(v).as_deref(), Some(want), "{v}");
+        }
+        assert_eq!(decimal_from_f64(-1.0), None);
+        assert_eq!(decimal_from_f64(f64::NAN), None);
+        let parsed: Decimal = serde_json::from_str("0.0058704").unwrap();
+        assert_eq!(parsed.0.as_deref(), Some("0.0058704"));
+        let parsed: Decimal = serde_json::from_str("\"0.5\"").unwrap();
+        assert_eq!(parsed.0.as_deref(), Some("0.5"));
+        let parsed: Decimal = serde_json::from_str("\"1e5\"").unwrap();
+        assert_eq!(parsed.0, None);
+    }
+
+    #[test]
+    fn ticks_to_usd() {
+        assert_eq!(usd_from_ticks(248_250_000), "0.024825");
+        assert_eq!(usd_from_ticks(0), "0");
+        assert_eq!(usd_from_ticks(10_000_000_000), "1");
+        assert_eq!(usd_from_ticks(12_500_000_001), "1.2500000001");
+    }
+
+    #[test]
+    fn object_member_probe() {
+        assert!(has_object_member(br#"{"usage" : {"a":1}}"#, b"\"usage\""));
+        assert!(!has_object_member(br#"{"usage":null}"#, b"\"usage\""));
+        assert!(!has_object_member(
+            br#"{"t":"say \"usage\": {"}"#,
+            b"\"usage\""
+        ));
+        assert!(has_object_member(
+            br#"{"usage":null,"x":{"usage":{}}}"#,
+            b"\"usage\""
+        ));
+        assert!(!has_object_member(b"\"usage\"", b"\"usage\""));
+        assert_eq!(find(b"abcabd", b"abd"), Some(3));
+        assert_eq!(find(b"ab", b"abc"), None);
+        assert_eq!(find(b"abc", b""), None);
+    }
+}
