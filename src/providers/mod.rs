@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod anthropic;
+pub mod decode;
 pub mod gemini;
 pub mod json_seq;
 pub mod json_tail;
