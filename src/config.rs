@@ -11,7 +11,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::providers::Provider;
 
 #[derive(Debug, Parser)]
-#[command(name = "llmobserve", version, about = "A transparent metering proxy for LLM APIs")]
+#[command(
+    name = "llmobserve",
+    version,
+    about = "A transparent metering proxy for LLM APIs"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub run: RunArgs,
@@ -101,25 +105,61 @@ pub struct RunArgs {
     /// Log format: text or json.
     #[arg(long, env = "LLMO_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
-    #[arg(long, env = "LLMO_OPENAI_BASE_URL", default_value = "https://api.openai.com")]
+    #[arg(
+        long,
+        env = "LLMO_OPENAI_BASE_URL",
+        default_value = "https://api.openai.com"
+    )]
     pub openai_base_url: String,
-    #[arg(long, env = "LLMO_ANTHROPIC_BASE_URL", default_value = "https://api.anthropic.com")]
+    #[arg(
+        long,
+        env = "LLMO_ANTHROPIC_BASE_URL",
+        default_value = "https://api.anthropic.com"
+    )]
     pub anthropic_base_url: String,
-    #[arg(long, env = "LLMO_GEMINI_BASE_URL", default_value = "https://generativelanguage.googleapis.com")]
+    #[arg(
+        long,
+        env = "LLMO_GEMINI_BASE_URL",
+        default_value = "https://generativelanguage.googleapis.com"
+    )]
     pub gemini_base_url: String,
-    #[arg(long, env = "LLMO_GROQ_BASE_URL", default_value = "https://api.groq.com/openai")]
+    #[arg(
+        long,
+        env = "LLMO_GROQ_BASE_URL",
+        default_value = "https://api.groq.com/openai"
+    )]
     pub groq_base_url: String,
-    #[arg(long, env = "LLMO_MISTRAL_BASE_URL", default_value = "https://api.mistral.ai")]
+    #[arg(
+        long,
+        env = "LLMO_MISTRAL_BASE_URL",
+        default_value = "https://api.mistral.ai"
+    )]
     pub mistral_base_url: String,
-    #[arg(long, env = "LLMO_DEEPSEEK_BASE_URL", default_value = "https://api.deepseek.com")]
+    #[arg(
+        long,
+        env = "LLMO_DEEPSEEK_BASE_URL",
+        default_value = "https://api.deepseek.com"
+    )]
     pub deepseek_base_url: String,
-    #[arg(long, env = "LLMO_TOGETHER_BASE_URL", default_value = "https://api.together.xyz")]
+    #[arg(
+        long,
+        env = "LLMO_TOGETHER_BASE_URL",
+        default_value = "https://api.together.xyz"
+    )]
     pub together_base_url: String,
-    #[arg(long, env = "LLMO_OPENROUTER_BASE_URL", default_value = "https://openrouter.ai/api")]
+    #[arg(
+        long,
+        env = "LLMO_OPENROUTER_BASE_URL",
+        default_value = "https://openrouter.ai/api"
+    )]
     pub openrouter_base_url: String,
     #[arg(long, env = "LLMO_XAI_BASE_URL", default_value = "https://api.x.ai")]
     pub xai_base_url: String,
-    #[arg(long, env = "LLMO_FIREWORKS_BASE_URL", default_value = "https://api.fireworks.ai/inference")]
+    #[arg(
+        long,
+        env = "LLMO_FIREWORKS_BASE_URL",
+        default_value = "https://api.fireworks.ai/inference"
+    )]
     pub fireworks_base_url: String,
     /// Your Azure OpenAI resource, e.g. https://NAME.openai.azure.com (no default).
     #[arg(long, env = "LLMO_AZURE_BASE_URL")]
@@ -137,9 +177,7 @@ pub struct BaseUrl {
 
 impl BaseUrl {
     pub fn parse(s: &str) -> Result<BaseUrl, ConfigError> {
-        let uri: http::Uri = s
-            .parse()
-            .map_err(|_| ConfigError::BadUrl(s.to_owned()))?;
+        let uri: http::Uri = s.parse().map_err(|_| ConfigError::BadUrl(s.to_owned()))?;
         let scheme = uri
             .scheme()
             .filter(|s| **s == http::uri::Scheme::HTTP || **s == http::uri::Scheme::HTTPS)

@@ -72,10 +72,12 @@ impl KeyCache {
     }
 }
 
+type ProviderKeyMap = HashMap<(Arc<str>, Provider), Arc<str>>;
+
 /// Decrypted provider keys for managed mode, by (account, provider).
 #[derive(Default)]
 pub struct ProviderKeys {
-    map: RwLock<HashMap<(Arc<str>, Provider), Arc<str>>>,
+    map: RwLock<ProviderKeyMap>,
 }
 
 impl ProviderKeys {

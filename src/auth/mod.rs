@@ -2,4 +2,5 @@
 
 pub mod api_key;
 pub mod keys;
+pub mod password;
 pub mod secrets;

@@ -123,7 +123,11 @@ mod tests {
         assert!(!s.windows(9).any(|w| w == b"sk-secret"));
         assert_eq!(b.open(&s, b"user1/openai").unwrap(), b"sk-secret");
         assert!(b.open(&s, b"user2/openai").is_err());
-        assert!(SecretBox::new(&[8u8; 32]).open(&s, b"user1/openai").is_err());
+        assert!(
+            SecretBox::new(&[8u8; 32])
+                .open(&s, b"user1/openai")
+                .is_err()
+        );
     }
 
     #[test]

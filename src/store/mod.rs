@@ -150,6 +150,37 @@ impl Store {
         }
     }
 
+    /// Deletes an account with everything it owns: keys, provider keys, events and
+    /// rollups, in one transaction. Returns the deleted account; `NotFound` if none.
+    /// Callers also drop the account from the in-memory key caches.
+    pub fn delete_user(&self, user_id: &str) -> Result<User> {
+        let w = self.db.begin_write()?;
+        let user = {
+            let mut users = w.open_table(USERS)?;
+            let user: User = match users.remove(user_id)? {
+                Some(v) => serde_json::from_slice(v.value())?,
+                None => return Err(StoreError::NotFound),
+            };
+            w.open_table(USERS_BY_EMAIL)?
+                .remove(user.email.as_str())?;
+            w.open_table(API_KEYS)?
+                .retain(|_, v| !key_belongs_to(v, user_id))?;
+            // The smallest id after `user_id`: bounds this account's rows exactly.
+            let next_user = format!("{user_id}\0");
+            w.open_table(PROVIDER_KEYS)?
+                .retain_in((user_id, "")..(next_user.as_str(), ""), |_, _| false)?;
+            w.open_table(EVENTS)?
+                .retain_in((user_id, 0u128)..=(user_id, u128::MAX), |_, _| false)?;
+            w.open_table(ROLLUP_HOURLY)?.retain_in(
+                (user_id, i64::MIN, "", "", "")..(next_user.as_str(), i64::MIN, "", "", ""),
+                |_, _| false,
+            )?;
+            user
+        };
+        w.commit()?;
+        Ok(user)
+    }
+
     // ---- API keys ----
 
     pub fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
@@ -321,12 +352,43 @@ impl Store {
         }
     }
 
+    /// One account's events, newest first, strictly older than `before` (a ULID) when
+    /// given. Filtering callers pass a predicate; at most `limit` matches are returned.
+    pub fn events_desc(
+        &self,
+        user_id: &str,
+        before: Option<u128>,
+        limit: usize,
+        mut keep: impl FnMut(&CostEvent) -> bool,
+    ) -> Result<Vec<CostEvent>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(EVENTS)?;
+        let end = before.unwrap_or(u128::MAX);
+        let mut out = Vec::new();
+        for row in t.range((user_id, 0u128)..(user_id, end))?.rev() {
+            let (_, v) = row?;
+            let e: CostEvent = serde_json::from_slice(v.value())?;
+            if keep(&e) {
+                out.push(e);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of stored events of every account (tests and metrics).
     pub fn event_count(&self) -> Result<u64> {
         use redb::ReadableTableMetadata;
         let r = self.db.begin_read()?;
         Ok(r.open_table(EVENTS)?.len()?)
     }
+}
+
+/// True if a stored `ApiKeyRecord` belongs to `user_id` (corrupt records do not).
+fn key_belongs_to(record: &[u8], user_id: &str) -> bool {
+    serde_json::from_slice::<ApiKeyRecord>(record).is_ok_and(|k| k.user_id == user_id)
 }
 
 #[derive(Hash, PartialEq, Eq)]

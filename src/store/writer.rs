@@ -109,7 +109,9 @@ impl EventSink {
         match self.tx.try_send(Msg::Event(Box::new(event))) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(msg)) => {
-                self.stats.backpressure_waits.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .backpressure_waits
+                    .fetch_add(1, Ordering::Relaxed);
                 let tx = self.tx.clone();
                 let stats = self.stats.clone();
                 let spawned = tokio::runtime::Handle::try_current().map(|h| {

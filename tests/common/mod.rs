@@ -1,2 +1,3 @@
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+pub mod app;
 pub mod mock_upstream;

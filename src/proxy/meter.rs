@@ -1,0 +1,380 @@
+//! The metering tee: forwards upstream frames to the client untouched and feeds a copy
+//! to a bounded usage parser; records exactly one cost event when the body ends, fails,
+//! or is dropped (a client that went away: `cancelled`).
+//!
+//! The copy is a `Bytes` clone (a refcount), decompressed only for the parser. A
+//! parser or decoder failure stops metering, never forwarding.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+use crate::auth::keys::KeyOwner;
+use crate::pricing::PriceContext;
+use crate::providers::decode::ContentDecoder;
+use crate::providers::openai::UsageChunkFilter;
+use crate::providers::{Endpoint, ParsedUsage, Provider, UsageParser};
+use crate::state::AppState;
+use crate::store::model::{CostEvent, Outcome, UsageStatus};
+
+/// What the proxy knows about a call before the upstream answers.
+pub struct CallCtx {
+    pub state: AppState,
+    pub started: Instant,
+    pub ts_ms: i64,
+    /// The event's id, taken at arrival so ids follow arrival order.
+    pub id: ulid::Ulid,
+    pub provider: Provider,
+    pub endpoint: Endpoint,
+    pub request_model: Option<String>,
+    pub customer_id: Option<String>,
+    pub owner: KeyOwner,
+}
+
+/// How a metered body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The upstream finished the body.
+    Complete,
+    /// The client went away (the body was dropped before its end).
+    Cancelled,
+    /// The upstream connection failed or stalled mid-body.
+    UpstreamFailed,
+}
+
+/// Reads usage from the copy of a response body and turns it into one event.
+pub struct Meter {
+    ctx: CallCtx,
+    status: u16,
+    streamed: bool,
+    decoder: Option<ContentDecoder>,
+    parser: Box<dyn UsageParser>,
+    upstream_request_id: Option<String>,
+    ttft_ms: Option<u64>,
+    /// Set when the copy could not be decoded: usage is then unknown.
+    unreadable: bool,
+}
+
+impl Meter {
+    pub fn new(
+        ctx: CallCtx,
+        status: u16,
+        streamed: bool,
+        content_encoding: Option<&str>,
+        upstream_request_id: Option<String>,
+    ) -> Meter {
+        let decoder = ContentDecoder::for_encoding(content_encoding);
+        let unreadable = decoder.is_none();
+        let parser = crate::providers::parser_for(ctx.provider, ctx.endpoint, streamed);
+        Meter {
+            ctx,
+            status,
+            streamed,
+            decoder,
+            parser,
+            upstream_request_id,
+            ttft_ms: None,
+            unreadable,
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        if self.ttft_ms.is_none() {
+            self.ttft_ms = Some(elapsed_ms(self.ctx.started));
+        }
+        if self.unreadable {
+            return;
+        }
+        let Some(decoder) = self.decoder.as_mut() else {
+            return;
+        };
+        let parser = &mut self.parser;
+        if decoder
+            .decode(chunk, &mut |plain| parser.feed(plain))
+            .is_err()
+        {
+            self.unreadable = true;
+        }
+    }
+
+    /// Builds and queues the call's event. Consumes the meter: one event per call.
+    pub fn finish(mut self, end: End) {
+        if let Some(d) = self.decoder.as_mut()
+            && end == End::Complete
+            && d.finish().is_err()
+        {
+            // A truncated compressed body: what was parsed is a lower bound.
+            self.unreadable = true;
+        }
+        let parsed = self.parser.finish();
+        let complete = parsed.complete && end == End::Complete && !self.unreadable;
+        let outcome = match end {
+            End::Cancelled => Outcome::Cancelled,
+            _ if self.status >= 400 => Outcome::UpstreamError,
+            End::UpstreamFailed => Outcome::UpstreamError,
+            End::Complete => Outcome::Ok,
+        };
+        let latency_ms = elapsed_ms(self.ctx.started);
+        let ttft_ms = self.ttft_ms;
+        let event = build_event(
+            &self.ctx,
+            self.status,
+            outcome,
+            self.streamed,
+            latency_ms,
+            ttft_ms,
+            parsed,
+            complete,
+            self.upstream_request_id.take(),
+        );
+        commit_event(&self.ctx.state, event);
+    }
+}
+
+/// Records an event for a call that never produced an upstream body
+/// (refused by the proxy after authentication, or upstream unreachable).
+pub fn record_without_body(ctx: &CallCtx, status: u16) {
+    let event = build_event(
+        ctx,
+        status,
+        Outcome::ProxyError,
+        false,
+        elapsed_ms(ctx.started),
+        None,
+        ParsedUsage::default(),
+        false,
+        None,
+    );
+    commit_event(&ctx.state, event);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_event(
+    ctx: &CallCtx,
+    status: u16,
+    outcome: Outcome,
+    streamed: bool,
+    latency_ms: u64,
+    ttft_ms: Option<u64>,
+    parsed: ParsedUsage,
+    complete: bool,
+    upstream_request_id: Option<String>,
+) -> CostEvent {
+    let usage_status = match (&parsed.usage, complete) {
+        (None, _) => UsageStatus::Missing,
+        (Some(_), true) => UsageStatus::Reported,
+        (Some(_), false) => UsageStatus::Partial,
+    };
+    let model = parsed
+        .model
+        .clone()
+        .filter(|m| !m.is_empty())
+        .or_else(|| ctx.request_model.clone());
+    let cost = match (&parsed.usage, model.as_deref()) {
+        (Some(_), Some(m)) => ctx
+            .state
+            .prices
+            .cost(
+                ctx.provider,
+                m,
+                &parsed,
+                &PriceContext {
+                    at_unix_ms: ctx.ts_ms,
+                    service_tier: parsed.service_tier.as_deref(),
+                    batch: false,
+                },
+            )
+            .map(|c| c.usd),
+        _ => None,
+    };
+    CostEvent {
+        id: ctx.id.to_string(),
+        user_id: ctx.owner.user_id.to_string(),
+        ts_ms: ctx.ts_ms,
+        provider: ctx.provider,
+        endpoint: ctx.endpoint,
+        model,
+        customer_id: ctx.customer_id.clone(),
+        api_key_id: ctx.owner.key_id.to_string(),
+        status,
+        outcome,
+        streamed,
+        latency_ms,
+        ttft_ms,
+        usage: parsed.usage,
+        usage_status,
+        cost,
+        upstream_request_id,
+        service_tier: parsed.service_tier,
+    }
+}
+
+fn commit_event(state: &AppState, event: CostEvent) {
+    state.metrics.record_call(
+        event.provider,
+        event.model.as_deref(),
+        event.outcome,
+        event.cost,
+    );
+    tracing::debug!(
+        provider = %event.provider,
+        model = event.model.as_deref().unwrap_or(""),
+        status = event.status,
+        outcome = event.outcome.as_str(),
+        usage = ?event.usage_status,
+        "call metered"
+    );
+    state.events.record(event);
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The response body handed to the client: upstream frames, untouched unless the
+/// injected usage chunk must be hidden, with a meter on the side.
+pub struct MeteredBody {
+    inner: Incoming,
+    meter: Option<Meter>,
+    filter: Option<UsageChunkFilter>,
+    ready: VecDeque<Bytes>,
+    idle_timeout: Duration,
+    idle: Pin<Box<Sleep>>,
+    ended: bool,
+}
+
+impl MeteredBody {
+    pub fn new(
+        inner: Incoming,
+        meter: Meter,
+        filter: Option<UsageChunkFilter>,
+        idle_timeout: Duration,
+    ) -> MeteredBody {
+        MeteredBody {
+            inner,
+            meter: Some(meter),
+            filter,
+            ready: VecDeque::new(),
+            idle_timeout,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            ended: false,
+        }
+    }
+
+    fn end(&mut self, how: End) {
+        self.ended = true;
+        if let Some(m) = self.meter.take() {
+            m.finish(how);
+        }
+    }
+}
+
+impl Body for MeteredBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(b) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            let polled = Pin::new(&mut this.inner).poll_frame(cx);
+            let frame = match polled {
+                Poll::Pending => {
+                    if this.idle.as_mut().poll(cx).is_ready() {
+                        tracing::warn!(
+                            idle_ms = this.idle_timeout.as_millis() as u64,
+                            "upstream stream idle, closing"
+                        );
+                        this.end(End::UpstreamFailed);
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(f) => f,
+            };
+            match frame {
+                None => {
+                    if let Some(rest) = this.filter.as_mut().and_then(|f| f.finish()) {
+                        this.ready.push_back(rest);
+                    }
+                    this.end(End::Complete);
+                    continue;
+                }
+                Some(Err(e)) => {
+                    this.end(End::UpstreamFailed);
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Some(Ok(frame)) => {
+                    let frame = match frame.into_data() {
+                        Ok(data) => data,
+                        // Trailers pass through as they are.
+                        Err(other) => return Poll::Ready(Some(Ok(other))),
+                    };
+                    let deadline = tokio::time::Instant::now() + this.idle_timeout;
+                    this.idle.as_mut().reset(deadline);
+                    if let Some(m) = this.meter.as_mut() {
+                        m.feed(&frame);
+                    }
+                    // hyper stops polling once a sized body has all its bytes, so the
+                    // end is detected here rather than from a final `None`.
+                    let last = this.inner.is_end_stream();
+                    match this.filter.as_mut() {
+                        None => {
+                            if last {
+                                this.end(End::Complete);
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(frame))));
+                        }
+                        Some(f) => {
+                            this.ready.extend(f.push(frame));
+                            if last {
+                                if let Some(rest) = f.finish() {
+                                    this.ready.push_back(rest);
+                                }
+                                this.end(End::Complete);
+                            }
+                            continue;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ready.is_empty()
+            && (self.ended || (self.filter.is_none() && self.inner.is_end_stream()))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.filter.is_some() {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        if let Some(m) = self.meter.take() {
+            // Dropping `inner` right after this closes the upstream stream: the call is
+            // cancelled upstream too.
+            m.finish(End::Cancelled);
+        }
+    }
+}

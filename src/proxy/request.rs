@@ -1,0 +1,170 @@
+//! What the proxy reads from a request body: model, stream flags and the customer.
+//! Only these fields are parsed (borrowed, unknown fields skipped); the body itself is
+//! forwarded as sent, except for the `include_usage` injection below.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    pub model: Option<String>,
+    pub stream: bool,
+    /// `stream_options.include_usage` as the client sent it.
+    pub include_usage: Option<bool>,
+    /// Whether the body has a `stream_options` key at all.
+    pub has_stream_options: bool,
+    /// OpenAI `user`, or Anthropic `metadata.user_id`.
+    pub body_customer: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<serde_json::Value>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(borrow, default)]
+    user: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    metadata: Option<Metadata<'a>>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct Metadata<'a> {
+    #[serde(borrow, default)]
+    user_id: Option<Cow<'a, str>>,
+}
+
+impl RequestInfo {
+    /// Reads what it can; a body that is not a JSON object yields the default.
+    pub fn parse(body: &[u8]) -> RequestInfo {
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            return RequestInfo::default();
+        }
+        let Ok(w) = serde_json::from_slice::<Wire<'_>>(body) else {
+            return RequestInfo::default();
+        };
+        RequestInfo {
+            model: w.model.map(Cow::into_owned),
+            stream: matches!(w.stream, Some(serde_json::Value::Bool(true))),
+            include_usage: w.stream_options.as_ref().and_then(|s| s.include_usage),
+            has_stream_options: w.stream_options.is_some(),
+            body_customer: w
+                .user
+                .or_else(|| w.metadata.and_then(|m| m.user_id))
+                .map(Cow::into_owned),
+        }
+    }
+}
+
+/// Returns the body with `stream_options.include_usage` set to true.
+/// Without a `stream_options` key the field is spliced in after the opening brace so
+/// every other byte stays as the client sent it; otherwise the object is rewritten.
+pub fn inject_include_usage(body: &[u8], info: &RequestInfo) -> Option<Vec<u8>> {
+    const FIELD: &[u8] = br#""stream_options":{"include_usage":true},"#;
+    if !info.has_stream_options {
+        let open = body.iter().position(|b| *b == b'{')?;
+        let mut out = Vec::with_capacity(body.len() + FIELD.len());
+        out.extend_from_slice(&body[..=open]);
+        // An empty object `{}` must not get a trailing comma.
+        let rest = &body[open + 1..];
+        if rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}') {
+            out.extend_from_slice(&FIELD[..FIELD.len() - 1]);
+        } else {
+            out.extend_from_slice(FIELD);
+        }
+        out.extend_from_slice(rest);
+        return Some(out);
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let opts = v.as_object_mut()?.get_mut("stream_options")?;
+    match opts {
+        serde_json::Value::Object(m) => {
+            m.insert("include_usage".into(), serde_json::Value::Bool(true));
+        }
+        other => *other = serde_json::json!({"include_usage": true}),
+    }
+    serde_json::to_vec(&v).ok()
+}
+
+/// Why a customer id was refused (DESIGN: 1–128 printable ASCII, no edge spaces).
+pub fn check_customer_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        return Err("empty");
+    }
+    if id.len() > 128 {
+        return Err("longer than 128 characters");
+    }
+    if !id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err("only printable ASCII characters are allowed");
+    }
+    if id.starts_with(' ') || id.ends_with(' ') {
+        return Err("leading or trailing space");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fields() {
+        let i = RequestInfo::parse(
+            br#"{"model":"gpt-4o","stream":true,"user":"alice","messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        assert_eq!(i.model.as_deref(), Some("gpt-4o"));
+        assert!(i.stream);
+        assert_eq!(i.include_usage, None);
+        assert_eq!(i.body_customer.as_deref(), Some("alice"));
+        let a = RequestInfo::parse(br#"{"model":"claude","metadata":{"user_id":"bob"}}"#);
+        assert_eq!(a.body_customer.as_deref(), Some("bob"));
+        assert_eq!(RequestInfo::parse(b"not json"), RequestInfo::default());
+        assert_eq!(RequestInfo::parse(b"[1]"), RequestInfo::default());
+    }
+
+    #[test]
+    fn injection_keeps_other_bytes() {
+        let body = br#"{"model":"m","stream":true}"#;
+        let info = RequestInfo::parse(body);
+        let out = inject_include_usage(body, &info).unwrap();
+        assert_eq!(
+            out,
+            br#"{"stream_options":{"include_usage":true},"model":"m","stream":true}"#
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+
+        let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#;
+        let info = RequestInfo::parse(body);
+        assert!(info.has_stream_options);
+        let v: serde_json::Value =
+            serde_json::from_slice(&inject_include_usage(body, &info).unwrap()).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+
+        let out = inject_include_usage(b" { } ", &RequestInfo::default()).unwrap();
+        assert!(serde_json::from_slice::<serde_json::Value>(&out).is_ok());
+    }
+
+    #[test]
+    fn customer_ids() {
+        assert!(check_customer_id("alice").is_ok());
+        assert!(check_customer_id("a b").is_ok());
+        assert!(check_customer_id("").is_err());
+        assert!(check_customer_id(" a").is_err());
+        assert!(check_customer_id(&"x".repeat(129)).is_err());
+        assert!(check_customer_id(&"x".repeat(128)).is_ok());
+        assert!(check_customer_id("a\tb").is_err());
+        assert!(check_customer_id("é").is_err());
+    }
+}

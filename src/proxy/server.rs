@@ -1,0 +1,20 @@
+//! Binds the proxy's request handler to the shared accept loop.
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::state::AppState;
+
+pub async fn run(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    state: AppState,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let handler = move |_peer, req| super::handle(state.clone(), req);
+    crate::server::serve(listener, tls, handler, shutdown, grace).await;
+}

@@ -1,0 +1,124 @@
+//! `TestApp`: a whole LLMObserve (both listeners, redb in a temp dir) with every
+//! upstream pointed at one mock, plus helpers to make accounts and read events.
+
+use std::time::Duration;
+
+use llmobserve::app::RunningApp;
+use llmobserve::config::Config;
+use llmobserve::store::model::CostEvent;
+
+use super::mock_upstream::{ca_pem_path, install_crypto_provider};
+
+pub struct TestApp {
+    pub app: RunningApp,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+    /// `http://127.0.0.1:PORT` of the proxy listener.
+    pub proxy: String,
+    /// `http://127.0.0.1:PORT` of the admin listener.
+    pub admin: String,
+}
+
+/// A freshly created account and its first key.
+pub struct Account {
+    pub user_id: String,
+    pub key: String,
+    pub key_id: String,
+}
+
+impl TestApp {
+    /// Starts with every provider's upstream at `upstream_base`, trusting the test CA.
+    pub async fn spawn(upstream_base: &str) -> TestApp {
+        Self::spawn_with(upstream_base, |_| {}).await
+    }
+
+    pub async fn spawn_with(upstream_base: &str, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::spawn_in(dir, upstream_base, tweak).await
+    }
+
+    async fn spawn_in(
+        dir: tempfile::TempDir,
+        upstream_base: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        install_crypto_provider();
+        let mut config = Config::for_data_dir(dir.path())
+            .with_all_upstreams(upstream_base)
+            .expect("upstream url");
+        config.upstream_ca = Some(ca_pem_path());
+        config.shutdown_grace = Duration::from_secs(5);
+        tweak(&mut config);
+        let app = llmobserve::app::start(config).await.expect("app starts");
+        let proxy = format!("http://{}", app.proxy_addr);
+        let admin = format!("http://{}", app.admin_addr);
+        TestApp {
+            app,
+            dir,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client"),
+            proxy,
+            admin,
+        }
+    }
+
+    /// Shuts down and starts again on the same data dir (same upstream).
+    pub async fn restart(self, upstream_base: &str) -> TestApp {
+        let TestApp { app, dir, .. } = self;
+        app.shutdown().await;
+        Self::spawn_in(dir, upstream_base, |_| {}).await
+    }
+
+    /// Creates an account through the same code path the CLI uses.
+    pub async fn account(&self, email: &str) -> Account {
+        let state = self.app.state.clone();
+        let email = email.to_owned();
+        let (user, key) = tokio::task::spawn_blocking(move || {
+            llmobserve::accounts::create_account(&state, &email, Some("password123"), None)
+        })
+        .await
+        .unwrap()
+        .expect("account created");
+        Account {
+            user_id: user.id,
+            key: key.secret.expose().to_owned(),
+            key_id: key.record.id,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.proxy, path)
+    }
+
+    /// Every event of `user_id`, newest first, after the writer has committed.
+    pub async fn events(&self, user_id: &str) -> Vec<CostEvent> {
+        self.app.flush_events().await;
+        let store = self.app.state.store.clone();
+        let user_id = user_id.to_owned();
+        tokio::task::spawn_blocking(move || store.events_desc(&user_id, None, usize::MAX, |_| true))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Waits (bounded) until `user_id` has `n` events, then returns them newest first.
+    pub async fn wait_events(&self, user_id: &str, n: usize) -> Vec<CostEvent> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let ev = self.events(user_id).await;
+            if ev.len() >= n || tokio::time::Instant::now() > deadline {
+                return ev;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The single event of `user_id` (panics unless there is exactly one).
+    pub async fn only_event(&self, user_id: &str) -> CostEvent {
+        let mut ev = self.wait_events(user_id, 1).await;
+        assert_eq!(ev.len(), 1, "expected one event, got {ev:#?}");
+        ev.remove(0)
+    }
+}

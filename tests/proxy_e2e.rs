@@ -1,0 +1,1089 @@
+//! End to end through the proxy against the in-process TLS mock upstream: bytes
+//! forwarded untouched, exact tokens and costs per fixture, both key modes, header
+//! hygiene, errors, cancellation, limits, compression, and persistence.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::app::TestApp;
+use common::mock_upstream::{MockUpstream, MockUpstreamHandle, Reply, fixture};
+use llmobserve::store::model::{Outcome, UsageStatus};
+
+/// Serves the fixture named by the request's `x-test-fixture` header (forwarded by the
+/// proxy like any other client header), as SSE when it ends in `.sse`.
+async fn fixture_mock() -> MockUpstreamHandle {
+    MockUpstream::tls()
+        .route(
+            "*",
+            "/*",
+            Reply::func(|req| {
+                let name = req
+                    .header("x-test-fixture")
+                    .unwrap_or("openai/chat_completion.json");
+                let body = fixture(name);
+                if name.ends_with(".sse") {
+                    Reply::sse(body).chunked_every(97)
+                } else {
+                    Reply::json(200, body).header("x-request-id", "req_test_123")
+                }
+            }),
+        )
+        .start()
+        .await
+}
+
+struct Case {
+    fixture: &'static str,
+    path: &'static str,
+    body: &'static str,
+    model: &'static str,
+    input: u64,
+    cached: u64,
+    cache_write: u64,
+    output: u64,
+    reasoning: u64,
+    status: UsageStatus,
+    cost: Option<&'static str>,
+}
+
+const CHAT: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+const CHAT_STREAM_WITH_USAGE: &str = r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
+const MESSAGES: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":100,"messages":[]}"#;
+const GEMINI: &str = r#"{"contents":[{"parts":[{"text":"hi"}]}]}"#;
+
+fn cases() -> Vec<Case> {
+    use UsageStatus::*;
+    vec![
+        Case {
+            fixture: "openai/chat_completion.json",
+            path: "/v1/chat/completions",
+            body: CHAT,
+            model: "gpt-4o-2024-08-06",
+            input: 1536,
+            cached: 1280,
+            cache_write: 0,
+            output: 212,
+            reasoning: 0,
+            status: Reported,
+            cost: COST_OPENAI_CHAT,
+        },
+        Case {
+            fixture: "openai/chat_completion_reasoning.json",
+            path: "/openai/v1/chat/completions",
+            body: CHAT,
+            model: "o4-mini-2025-04-16",
+            input: 3120,
+            cached: 2944,
+            cache_write: 0,
+            output: 1873,
+            reasoning: 1600,
+            status: Reported,
+            cost: COST_O4_MINI_FLEX,
+        },
+        Case {
+            fixture: "openai/chat_stream_include_usage.sse",
+            path: "/v1/chat/completions",
+            body: CHAT_STREAM_WITH_USAGE,
+            model: "gpt-4o-mini-2024-07-18",
+            input: 24,
+            cached: 0,
+            cache_write: 0,
+            output: 8,
+            reasoning: 0,
+            status: Reported,
+            cost: COST_4O_MINI_STREAM,
+        },
+        Case {
+            fixture: "openai/responses.json",
+            path: "/v1/responses",
+            body: CHAT,
+            model: "gpt-5-mini-2025-08-07",
+            input: 1472,
+            cached: 1152,
+            cache_write: 0,
+            output: 938,
+            reasoning: 768,
+            status: Reported,
+            cost: COST_RESPONSES,
+        },
+        Case {
+            fixture: "openai/responses_stream.sse",
+            path: "/v1/responses",
+            body: CHAT,
+            model: "gpt-4.1-2025-04-14",
+            input: 37,
+            cached: 0,
+            cache_write: 0,
+            output: 10,
+            reasoning: 0,
+            status: Reported,
+            cost: COST_RESPONSES_STREAM,
+        },
+        Case {
+            fixture: "openai/embeddings.json",
+            path: "/v1/embeddings",
+            body: r#"{"model":"text-embedding-3-small","input":["a","b"]}"#,
+            model: "text-embedding-3-small",
+            input: 17,
+            cached: 0,
+            cache_write: 0,
+            output: 0,
+            reasoning: 0,
+            status: Reported,
+            cost: COST_EMBEDDINGS,
+        },
+        Case {
+            fixture: "openai/completions_legacy.json",
+            path: "/v1/completions",
+            body: r#"{"model":"gpt-3.5-turbo-instruct","prompt":"x"}"#,
+            model: "gpt-3.5-turbo-instruct",
+            input: 12,
+            cached: 0,
+            cache_write: 0,
+            output: 24,
+            reasoning: 0,
+            status: Reported,
+            cost: COST_LEGACY,
+        },
+        Case {
+            fixture: "azure/chat_completion.json",
+            path: "/azure/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21",
+            body: r#"{"messages":[]}"#,
+            model: "gpt-4o-2024-11-20",
+            input: 58,
+            cached: 0,
+            cache_write: 0,
+            output: 120,
+            reasoning: 0,
+            status: Reported,
+            cost: COST_AZURE,
+        },
+        Case {
+            fixture: "anthropic/messages.json",
+            path: "/anthropic/v1/messages",
+            body: MESSAGES,
+            model: "claude-sonnet-4-5-20250929",
+            input: 11762,
+            cached: 9600,
+            cache_write: 1850,
+            output: 428,
+            reasoning: 0,
+            status: Reported,
+            cost: COST_ANTHROPIC,
+        },
+        Case {
+            fixture: "anthropic/messages_web_search.json",
+            path: "/anthropic/v1/messages",
+            body: MESSAGES,
+            model: "claude-sonnet-4-5-20250929",
+            input: 6412,
+            cached: 0,
+            cache_write: 0,
+            output: 512,
+            reasoning: 0,
+            status: Reported,
+            cost: COST_ANTHROPIC_SEARCH,
+        },
+        Case {
+            fixture: "anthropic/messages_stream.sse",
+            path: "/anthropic/v1/messages",
+            body: MESSAGES,
+            model: "claude-sonnet-4-5-20250929",
+            input: 17432,
+            cached: 14336,
+            cache_write: 3072,
+            output: 156,
+            reasoning: 0,
+            status: Reported,
+            cost: COST_ANTHROPIC_STREAM,
+        },
+        Case {
+            fixture: "anthropic/messages_stream_error.sse",
+            path: "/anthropic/v1/messages",
+            body: MESSAGES,
+            model: "claude-opus-4-1-20250805",
+            input: 1200,
+            cached: 0,
+            cache_write: 0,
+            output: 1,
+            reasoning: 0,
+            status: Partial,
+            cost: COST_OPUS_PARTIAL,
+        },
+        Case {
+            fixture: "gemini/generate_content.json",
+            path: "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+            body: GEMINI,
+            model: "gemini-2.5-flash",
+            input: 4120,
+            cached: 2048,
+            cache_write: 0,
+            output: 1282,
+            reasoning: 926,
+            status: Reported,
+            cost: COST_GEMINI_FLASH,
+        },
+        Case {
+            fixture: "gemini/generate_content_long_context.json",
+            path: "/gemini/v1beta/models/gemini-2.5-pro:generateContent",
+            body: GEMINI,
+            model: "gemini-2.5-pro",
+            input: 245760,
+            cached: 0,
+            cache_write: 0,
+            output: 3072,
+            reasoning: 2048,
+            status: Reported,
+            cost: COST_GEMINI_LONG,
+        },
+        Case {
+            fixture: "gemini/stream_generate_content_crlf.sse",
+            path: "/gemini/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse",
+            body: GEMINI,
+            model: "gemini-2.5-pro",
+            input: 812,
+            cached: 0,
+            cache_write: 0,
+            output: 574,
+            reasoning: 511,
+            status: Reported,
+            cost: COST_GEMINI_STREAM,
+        },
+        Case {
+            fixture: "deepseek/chat_completion.json",
+            path: "/deepseek/v1/chat/completions",
+            body: CHAT,
+            model: "deepseek-chat",
+            input: 1830,
+            cached: 1792,
+            cache_write: 0,
+            output: 295,
+            reasoning: 0,
+            status: Reported,
+            cost: COST_DEEPSEEK,
+        },
+        Case {
+            fixture: "groq/chat_stream_x_groq.sse",
+            path: "/groq/v1/chat/completions",
+            body: r#"{"model":"llama-3.3-70b-versatile","stream":true,"messages":[]}"#,
+            model: "llama-3.3-70b-versatile",
+            input: 45,
+            cached: 0,
+            cache_write: 0,
+            output: 28,
+            reasoning: 0,
+            status: Reported,
+            cost: COST_GROQ,
+        },
+        Case {
+            fixture: "mistral/chat_stream.sse",
+            path: "/mistral/v1/chat/completions",
+            body: r#"{"model":"mistral-small-latest","stream":true,"messages":[]}"#,
+            model: "mistral-small-latest",
+            input: 27,
+            cached: 0,
+            cache_write: 0,
+            output: 15,
+            reasoning: 0,
+            status: Reported,
+            cost: COST_MISTRAL,
+        },
+        Case {
+            fixture: "openrouter/chat_completion.json",
+            path: "/openrouter/v1/chat/completions",
+            body: CHAT,
+            model: "anthropic/claude-sonnet-4.5",
+            input: 2250,
+            cached: 2048,
+            cache_write: 0,
+            output: 310,
+            reasoning: 0,
+            status: Reported,
+            cost: Some("0.0058704"),
+        },
+        Case {
+            fixture: "xai/chat_completion.json",
+            path: "/xai/v1/chat/completions",
+            body: CHAT,
+            model: "grok-4-0709",
+            input: 840,
+            cached: 640,
+            cache_write: 0,
+            output: 1583,
+            reasoning: 1371,
+            status: Reported,
+            cost: Some("0.024825"),
+        },
+    ]
+}
+
+// Exact costs worked out by hand from pricing/*.toml (USD per million tokens).
+/// gpt-4o: 256 × 2.50 + 1280 × 1.25 + 212 × 10.00 = 640 + 1600 + 2120 = 4360 µ$
+const COST_OPENAI_CHAT: Option<&str> = Some("0.00436");
+/// o4-mini at the flex tier the response names (0.5 ×): 176 × 0.55 + 2944 × 0.1375 + 1873 × 2.20 = 4622.2 µ$
+const COST_O4_MINI_FLEX: Option<&str> = Some("0.0046222");
+/// gpt-4o-mini: 24 × 0.15 + 8 × 0.60 = 8.4 µ$
+const COST_4O_MINI_STREAM: Option<&str> = Some("0.0000084");
+/// gpt-5-mini: 320 × 0.25 + 1152 × 0.025 + 938 × 2.00 = 80 + 28.8 + 1876 = 1984.8 µ$
+const COST_RESPONSES: Option<&str> = Some("0.0019848");
+/// gpt-4.1: 37 × 2.00 + 10 × 8.00 = 154 µ$
+const COST_RESPONSES_STREAM: Option<&str> = Some("0.000154");
+/// text-embedding-3-small: 17 × 0.02 = 0.34 µ$
+const COST_EMBEDDINGS: Option<&str> = Some("0.00000034");
+/// gpt-3.5-turbo-instruct: 12 × 1.50 + 24 × 2.00 = 66 µ$
+const COST_LEGACY: Option<&str> = Some("0.000066");
+/// Azure, priced by the response model gpt-4o-2024-11-20: 58 × 2.50 + 120 × 10.00 = 1345 µ$
+const COST_AZURE: Option<&str> = Some("0.001345");
+/// claude-sonnet-4-5: 312 × 3 + 9600 × 0.30 + 1850 × 3.75 (5m write) + 428 × 15 = 17173.5 µ$
+const COST_ANTHROPIC: Option<&str> = Some("0.0171735");
+/// 6412 × 3 + 512 × 15 = 26916 µ$ + 2 web searches × $10/1000 = 46916 µ$
+const COST_ANTHROPIC_SEARCH: Option<&str> = Some("0.046916");
+/// 24 × 3 + 14336 × 0.30 + 3072 × 6.00 (1h write) + 156 × 15 = 25144.8 µ$
+const COST_ANTHROPIC_STREAM: Option<&str> = Some("0.0251448");
+/// claude-opus-4-1, partial (lower bound): 1200 × 15 + 1 × 75 = 18075 µ$
+const COST_OPUS_PARTIAL: Option<&str> = Some("0.018075");
+/// gemini-2.5-flash: 2072 × 0.30 + 2048 × 0.03 + 1282 × 2.50 = 3888.04 µ$
+const COST_GEMINI_FLASH: Option<&str> = Some("0.00388804");
+/// gemini-2.5-pro over 200k prompt tokens: 245760 × 2.50 + 3072 × 15 = 660480 µ$
+const COST_GEMINI_LONG: Option<&str> = Some("0.66048");
+/// gemini-2.5-pro: 812 × 1.25 + 574 × 10 = 6755 µ$
+const COST_GEMINI_STREAM: Option<&str> = Some("0.006755");
+/// deepseek-chat (latest entry): 38 × 0.14 + 1792 × 0.0028 + 295 × 0.28 = 5.32 + 5.0176 + 82.6 = 92.9376 µ$
+const COST_DEEPSEEK: Option<&str> = Some("0.0000929376");
+/// llama-3.3-70b-versatile: 45 × 0.59 + 28 × 0.79 = 48.67 µ$
+const COST_GROQ: Option<&str> = Some("0.00004867");
+/// mistral-small-latest: 27 × 0.10 + 15 × 0.30 = 7.2 µ$
+const COST_MISTRAL: Option<&str> = Some("0.0000072");
+
+#[tokio::test]
+async fn every_fixture_is_forwarded_byte_for_byte_and_metered_exactly() {
+    let mock = fixture_mock().await;
+    let app = TestApp::spawn(&mock.base_url()).await;
+    let acct = app.account("fixtures@example.com").await;
+    for (i, case) in cases().iter().enumerate() {
+        let resp = app
+            .http
+            .post(app.url(case.path))
+            .header("x-llmobserve-key", &acct.key)
+            .header("authorization", "Bearer sk-provider-own-key")
+            .header("x-test-fixture", case.fixture)
+            .header("content-type", "application/json")
+            .body(case.body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", case.fixture);
+        let got = resp.bytes().await.unwrap();
+        assert_eq!(
+            got,
+            fixture(case.fixture),
+            "client bytes differ for {}",
+            case.fixture
+        );
+
+        let events = app.wait_events(&acct.user_id, i + 1).await;
+        let e = &events[0];
+        let u = e
+            .usage
+            .unwrap_or_else(|| panic!("no usage for {}", case.fixture));
+        assert_eq!(e.model.as_deref(), Some(case.model), "{}", case.fixture);
+        assert_eq!(
+            (
+                u.input_tokens,
+                u.cached_input_tokens,
+                u.cache_write_tokens(),
+                u.output_tokens,
+                u.reasoning_tokens
+            ),
+            (
+                case.input,
+                case.cached,
+                case.cache_write,
+                case.output,
+                case.reasoning
+            ),
+            "tokens for {}",
+            case.fixture
+        );
+        assert_eq!(e.usage_status, case.status, "{}", case.fixture);
+        assert_eq!(
+            e.cost.map(|c| c.to_string()).as_deref(),
+            case.cost,
+            "cost for {}",
+            case.fixture
+        );
+        assert_eq!(e.outcome, Outcome::Ok);
+        assert_eq!(e.status, 200);
+        assert_eq!(
+            e.streamed,
+            case.fixture.ends_with(".sse"),
+            "{}",
+            case.fixture
+        );
+        assert_eq!(e.api_key_id, acct.key_id);
+    }
+    assert_eq!(mock.request_count(), cases().len());
+}
+
+#[tokio::test]
+async fn stream_without_include_usage_is_asked_for_usage_and_the_extra_chunk_is_hidden() {
+    let mock = MockUpstream::tls()
+        .route(
+            "POST",
+            "/v1/chat/completions",
+            Reply::func(|req| {
+                let asked = req.body_json()["stream_options"]["include_usage"] == true;
+                let name = if asked {
+                    "openai/chat_stream_include_usage.sse"
+                } else {
+                    "openai/chat_stream_no_usage.sse"
+                };
+                Reply::sse(fixture(name)).chunked_every(61)
+            }),
+        )
+        .start()
+        .await;
+    let app = TestApp::spawn(&mock.base_url()).await;
+    let acct = app.account("inject@example.com").await;
+    let body =
+        r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let got = app
+        .http
+        .post(app.url("/v1/chat/completions"))
+        .header("x-llmobserve-key", &acct.key)
+        .header("authorization", "Bearer sk-own")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    // What the client gets: the stream with usage, minus its usage event.
+    let full = String::from_utf8(fixture("openai/chat_stream_include_usage.sse").to_vec()).unwrap();
+    let expected: String = full
+        .split_inclusive("\n\n")
+        .filter(|ev| !ev.contains("\"choices\":[]"))
+        .collect();
+    assert_eq!(String::from_utf8(got.to_vec()).unwrap(), expected);
+    assert!(!expected.contains("\"usage\":{"));
+    let sent = mock.requests()[0].body_json();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    assert_eq!(sent["model"], "gpt-4o-mini");
+
+    let e = app.only_event(&acct.user_id).await;
+    let u = e.usage.expect("usage read from the injected chunk");
+    assert_eq!((u.input_tokens, u.output_tokens), (24, 8));
+    assert_eq!(e.usage_status, UsageStatus::Reported);
+    assert_eq!(
+        e.cost.map(|c| c.to_string()).as_deref(),
+        COST_4O_MINI_STREAM
+    );
+}
+
+#[tokio::test]
+async fn injection_switched_off_records_missing_usage_not_zero() {
+    let mock = MockUpstream::tls()
+        .sse("/v1/chat/completions", "openai/chat_stream_no_usage.sse")
+        .start()
+        .await;
+    let app = TestApp::spawn_with(&mock.base_url(), |c| c.inject_stream_usage = false).await;
+    let acct = app.account("noinject@example.com").await;
+    let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#;
+    let got = app
+        .http
+        .post(app.url("/v1/chat/completions"))
+        .header("authorization", format!("Bearer {}", "sk-own"))
+        .header("x-llmobserve-key", &acct.key)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got, fixture("openai/chat_stream_no_usage.sse"));
+    assert_eq!(mock.requests()[0].body, body.as_bytes());
+    let e = app.only_event(&acct.user_id).await;
+    assert_eq!(e.usage, None);
+    assert_eq!(e.usage_status, UsageStatus::Missing);
+    assert_eq!(e.cost, None);
+    let json = e.to_api_json();
+    assert!(json["input_tokens"].is_null() && json["cost_usd"].is_null());
+    assert_eq!(json["priced"], false);
+}
+
+#[tokio::test]
+async fn headers_are_cleaned_and_the_body_is_forwarded_unchanged() {
+    let mock = MockUpstream::tls()
+        .json("/v1/chat/completions", "openai/chat_completion.json")
+        .start()
+        .await;
+    let app = TestApp::spawn(&mock.base_url()).await;
+    let acct = app.account("headers@example.com").await;
+    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"héllo"}],"user":"ignored-because-header"}"#;
+    let resp = app
+        .http
+        .post(app.url("/v1/chat/completions?foo=bar&x=1"))
+        .header("x-llmobserve-key", &acct.key)
+        .header("x-llmobserve-debug", "1")
+        .header("x-customer-id", "alice")
+        .header("authorization", "Bearer sk-provider")
+        .header("x-stainless-lang", "python")
+        .header("openai-organization", "org-1")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "secret-hop")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let r = &mock.requests()[0];
+    assert_eq!(r.path_and_query, "/v1/chat/completions?foo=bar&x=1");
+    assert_eq!(r.body, body.as_bytes());
+    assert_eq!(r.header("authorization"), Some("Bearer sk-provider"));
+    assert_eq!(r.header("x-stainless-lang"), Some("python"));
+    assert_eq!(r.header("openai-organization"), Some("org-1"));
+    for gone in [
+        "x-llmobserve-key",
+        "x-llmobserve-debug",
+        "x-customer-id",
+        "x-hop",
+    ] {
+        assert_eq!(r.header(gone), None, "{gone} must not reach the upstream");
+    }
+    assert_ne!(
+        r.header("host"),
+        Some(app.proxy.trim_start_matches("http://"))
+    );
+    let e = app.only_event(&acct.user_id).await;
+    assert_eq!(e.customer_id.as_deref(), Some("alice"));
+}
+
+#[tokio::test]
+async fn managed_mode_swaps_the_key_in_every_slot() {
+    let mock = MockUpstream::tls()
+        .json("/v1/chat/completions", "openai/chat_completion.json")
+        .json("/v1/messages", "anthropic/messages.json")
+        .json("/v1beta/models/*", "gemini/generate_content.json")
+        .json("/openai/deployments/*", "azure/chat_completion.json")
+        .start()
+        .await;
+    let app = TestApp::spawn(&mock.base_url()).await;
+    let acct = app.account("managed@example.com").await;
+    let state = app.app.state.clone();
+    let uid = acct.user_id.clone();
+    tokio::task::spawn_blocking(move || {
+        use llmobserve::providers::Provider;
+        for (p, k) in [
+            (Provider::OpenAi, "sk-openai-stored"),
+            (Provider::Anthropic, "sk-ant-stored"),
+            (Provider::Gemini, "AIza-stored"),
+            (Provider::Azure, "azure-stored"),
+        ] {
+            llmobserve::accounts::set_provider_key(&state, &uid, p, k).unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let k = &acct.key;
+    let calls: Vec<(&str, &str, String, &str)> = vec![
+        (
+            "/v1/chat/completions",
+            "authorization",
+            format!("Bearer {k}"),
+            CHAT,
+        ),
+        (
+            "/anthropic/v1/messages",
+            "authorization",
+            format!("Bearer {k}"),
+            MESSAGES,
+        ),
+        ("/anthropic/v1/messages", "x-api-key", k.clone(), MESSAGES),
+        (
+            "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+            "x-goog-api-key",
+            k.clone(),
+            GEMINI,
+        ),
+        (
+            "/azure/openai/deployments/d/chat/completions?api-version=2024-10-21",
+            "api-key",
+            k.clone(),
+            CHAT,
+        ),
+    ];
+    for (path, header, value, body) in &calls {
+        let resp = app
+            .http
+            .post(app.url(path))
+            .header(*header, value)
+            .body(*body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path} via {header}");
+    }
+    // Gemini style: the key in the query string.
+    let resp = app
+        .http
+        .post(app.url(&format!(
+            "/gemini/v1beta/models/gemini-2.5-flash:generateContent?key={k}&alt=json"
+        )))
+        .body(GEMINI)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let reqs = mock.requests();
+    assert_eq!(reqs.len(), 6);
+    assert_eq!(
+        reqs[0].header("authorization"),
+        Some("Bearer sk-openai-stored")
+    );
+    assert_eq!(reqs[1].header("x-api-key"), Some("sk-ant-stored"));
+    assert_eq!(reqs[1].header("authorization"), None);
+    assert_eq!(reqs[2].header("x-api-key"), Some("sk-ant-stored"));
+    assert_eq!(reqs[3].header("x-goog-api-key"), Some("AIza-stored"));
+    assert_eq!(reqs[4].header("api-key"), Some("azure-stored"));
+    assert_eq!(reqs[5].header("x-goog-api-key"), Some("AIza-stored"));
+    assert_eq!(reqs[5].query(), Some("alt=json"));
+    for r in &reqs {
+        for (_, v) in r.headers.iter() {
+            assert!(
+                !v.to_str().unwrap_or("").contains("llmo_sk_"),
+                "our key leaked upstream"
+            );
+        }
+        assert!(!r.path_and_query.contains("llmo_sk_"));
+    }
+    assert_eq!(app.wait_events(&acct.user_id, 6).await.len(), 6);
+}
+
+#[tokio::test]
+async fn managed_mode_without_a_stored_provider_key_is_a_clear_401() {
+    let mock = MockUpstream::tls()
+        .json("/v1/chat/completions", "openai/chat_completion.json")
+        .start()
+        .await;
+    let app = TestApp::spawn(&mock.base_url()).await;
+    let acct = app.account("nokey@example.com").await;
+    let resp = app
+        .http
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&acct.key)
+        .body(CHAT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no openai provider key")
+    );
+    assert_eq!(mock.request_count(), 0);
+}
+
+#[tokio::test]
+async fn bad_missing_and_revoked_keys_get_401_in_the_provider_shape_and_nothing_is_forwarded() {
+    let mock = MockUpstream::tls()
+        .json("/v1/chat/completions", "openai/chat_completion.json")
+        .json("/v1/messages", "anthropic/messages.json")
+        .json("/v1beta/models/*", "gemini/generate_content.json")
+        .start()
+        .await;
+    let app = TestApp::spawn(&mock.base_url()).await;
+    let acct = app.account("revoke@example.com").await;
+    let unknown = "llmo_sk_0123456789abcdefghijklmnopqrstuvwxyzABCD";
+
+    let send = |path: &'static str, key: Option<String>| {
+        let mut rb = app
+            .http
+            .post(app.url(path))
+            .header("authorization", "Bearer sk-provider")
+            .body(CHAT);
+        if let Some(k) = key {
+            rb = rb.header("x-llmobserve-key", k);
+        }
+        rb.send()
+    };
+    let r = send("/v1/chat/completions", None).await.unwrap();
+    assert_eq!(r.status(), 401);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_api_key");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("X-LLMObserve-Key")
+    );
+
+    let r = send("/anthropic/v1/messages", Some(unknown.into()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "authentication_error");
+
+    let r = send(
+        "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+        Some("llmo_sk_bad".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 401);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["status"], "UNAUTHENTICATED");
+    assert_eq!(v["error"]["code"], 401);
+
+    // The real key works, then stops working the moment it is revoked.
+    let r = send("/v1/chat/completions", Some(acct.key.clone()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let state = app.app.state.clone();
+    let (uid, kid) = (acct.user_id.clone(), acct.key_id.clone());
+    tokio::task::spawn_blocking(move || {
+        llmobserve::accounts::revoke_api_key(&state, &uid, &kid).unwrap()
+    })
+    .await
+    .unwrap();
+    let r = send("/v1/chat/completions", Some(acct.key.clone()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        mock.request_count(),
+        1,
+        "only the authenticated call reached the upstream"
+    );
+    assert_eq!(app.events(&acct.user_id).await.len(), 1);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_unset_azure_are_404() {
+    let mock = MockUpstream::tls().start().await;
+    let app = TestApp::spawn_with(&mock.base_url(), |c| {
+        c.upstreams.remove(&llmobserve::providers::Provider::Azure);
+    })
+    .await;
+    let acct = app.account("routes@example.com").await;
+    let r = app
+        .http
+        .post(app.url("/nope/v1/chat/completions"))
+        .header("x-llmobserve-key", &acct.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = app
+        .http
+        .post(app.url("/azure/openai/deployments/d/chat/completions"))
+        .header("x-llmobserve-key", &acct.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("LLMO_AZURE_BASE_URL")
+    );
+    assert_eq!(mock.request_count(), 0);
+}
+
+#[tokio::test]
+async fn upstream_errors_pass_through_byte_for_byte_and_are_recorded() {
+    let mock = MockUpstream::tls()
+        .route(
+            "POST",
+            "/v1/chat/completions",
+            Reply::json(429, fixture("openai/error_429_rate_limit.json"))
+                .header("retry-after", "7"),
+        )
+        .route(
+            "POST",
+            "/v1/messages",
+            Reply::json(500, fixture("anthropic/error_529_overloaded.json")),
+        )
+        .start()
+        .await;
+    let app = TestApp::spawn(&mock.base_url()).await;
+    let acct = app.account("errors@example.com").await;
+    let r = app
+        .http
+        .post(app.url("/v1/chat/completions"))
+        .header("x-llmobserve-key", &acct.key)
+        .body(CHAT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "7");
+    assert_eq!(
+        r.bytes().await.unwrap(),
+        fixture("openai/error_429_rate_limit.json")
+    );
+    let r = app
+        .http
+        .post(app.url("/anthropic/v1/messages"))
+        .header("x-llmobserve-key", &acct.key)
+        .body(MESSAGES)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(
+        r.bytes().await.unwrap(),
+        fixture("anthropic/error_529_overloaded.json")
+    );
+    let ev = app.wait_events(&acct.user_id, 2).await;
+    assert_eq!(ev.len(), 2);
+    for e in &ev {
+        assert_eq!(e.outcome, Outcome::UpstreamError);
+        assert_eq!(e.usage_status, UsageStatus::Missing);
+        assert_eq!(e.cost, None);
+    }
+    assert_eq!(ev[0].status, 500);
+    assert_eq!(ev[1].status, 429);
+}
+
+#[tokio::test]
+async fn client_disconnect_mid_stream_cancels_upstream_and_records_cancelled() {
+    let mock = MockUpstream::tls()
+        .route(
+            "POST",
+            "/v1/messages",
+            Reply::sse(fixture("anthropic/messages_stream.sse"))
+                .chunked_by_event()
+                .delay_per_chunk(Duration::from_millis(150)),
+        )
+        .start()
+        .await;
+    let app = TestApp::spawn(&mock.base_url()).await;
+    let acct = app.account("cancel@example.com").await;
+    let mut resp = app
+        .http
+        .post(app.url("/anthropic/v1/messages"))
+        .header("x-llmobserve-key", &acct.key)
+        .body(MESSAGES)
+        .send()
+        .await
+        .unwrap();
+    // Read the first event (message_start, with input usage), then hang up.
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("message_start"));
+    drop(resp);
+    mock.wait_for_cancelled(1, Duration::from_secs(5)).await;
+    let e = app.only_event(&acct.user_id).await;
+    assert_eq!(e.outcome, Outcome::Cancelled);
+    assert_eq!(e.usage_status, UsageStatus::Partial);
+    let u = e.usage.unwrap();
+    assert_eq!(u.input_tokens, 17432, "input known from message_start");
+    assert!(e.cost.is_some(), "partial usage is priced as a lower bound");
+}
+
+#[tokio::test]
+async fn body_over_the_limit_is_413_and_not_forwarded() {
+    let mock = MockUpstream::tls()
+        .json("/v1/chat/completions", "openai/chat_completion.json")
+        .start()
+        .await;
+    let app = TestApp::spawn_with(&mock.base_url(), |c| c.max_body_bytes = 1024).await;
+    let acct = app.account("big@example.com").await;
+    let big = format!(
+        r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(4096)
+    );
+    // With Content-Length.
+    let r = app
+        .http
+        .post(app.url("/v1/chat/completions"))
+        .header("x-llmobserve-key", &acct.key)
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "request_too_large");
+    // Chunked, without Content-Length.
+    let stream = futures::stream::iter(
+        big.into_bytes()
+            .chunks(500)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let r = app
+        .http
+        .post(app.url("/v1/chat/completions"))
+        .header("x-llmobserve-key", &acct.key)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(mock.request_count(), 0);
+    let ev = app.wait_events(&acct.user_id, 2).await;
+    assert!(
+        ev.iter()
+            .all(|e| e.status == 413 && e.outcome == Outcome::ProxyError)
+    );
+}
+
+#[tokio::test]
+async fn invalid_customer_id_is_400_and_body_fields_attribute_calls() {
+    let mock = MockUpstream::tls()
+        .json("/v1/chat/completions", "openai/chat_completion.json")
+        .json("/v1/messages", "anthropic/messages.json")
+        .start()
+        .await;
+    let app = TestApp::spawn(&mock.base_url()).await;
+    let acct = app.account("cust@example.com").await;
+    let long = "x".repeat(129);
+    for bad in [&b"tab\tinside"[..], &b"caf\xc3\xa9"[..], long.as_bytes()] {
+        let bad = reqwest::header::HeaderValue::from_bytes(bad).unwrap();
+        let r = app
+            .http
+            .post(app.url("/v1/chat/completions"))
+            .header("x-llmobserve-key", &acct.key)
+            .header("x-customer-id", bad.clone())
+            .body(CHAT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad:?}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("X-Customer-Id")
+        );
+    }
+    assert_eq!(mock.request_count(), 0);
+    app.http
+        .post(app.url("/v1/chat/completions"))
+        .header("x-llmobserve-key", &acct.key)
+        .body(r#"{"model":"gpt-4o","messages":[],"user":"from-body"}"#)
+        .send()
+        .await
+        .unwrap();
+    app.http
+        .post(app.url("/anthropic/v1/messages"))
+        .header("x-llmobserve-key", &acct.key)
+        .body(r#"{"model":"claude","messages":[],"metadata":{"user_id":"from-metadata"}}"#)
+        .send()
+        .await
+        .unwrap();
+    let ev = app.wait_events(&acct.user_id, 5).await;
+    assert_eq!(ev[0].customer_id.as_deref(), Some("from-metadata"));
+    assert_eq!(ev[1].customer_id.as_deref(), Some("from-body"));
+}
+
+#[tokio::test]
+async fn gzip_response_reaches_the_client_compressed_and_is_metered() {
+    let mock = MockUpstream::tls()
+        .route(
+            "POST",
+            "/v1/chat/completions",
+            Reply::json(200, fixture("openai/chat_completion.json")).gzip(),
+        )
+        .route(
+            "POST",
+            "/v1/messages",
+            Reply::sse(fixture("anthropic/messages_stream.sse"))
+                .gzip()
+                .chunked_every(50),
+        )
+        .start()
+        .await;
+    let app = TestApp::spawn(&mock.base_url()).await;
+    let acct = app.account("gzip@example.com").await;
+    let r = app
+        .http
+        .post(app.url("/v1/chat/completions"))
+        .header("x-llmobserve-key", &acct.key)
+        .header("accept-encoding", "gzip")
+        .body(CHAT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    let got = r.bytes().await.unwrap();
+    assert_eq!(
+        got,
+        mock.served()[0],
+        "client gets the compressed bytes as sent"
+    );
+    let r = app
+        .http
+        .post(app.url("/anthropic/v1/messages"))
+        .header("x-llmobserve-key", &acct.key)
+        .header("accept-encoding", "gzip")
+        .body(MESSAGES)
+        .send()
+        .await
+        .unwrap();
+    let _ = r.bytes().await.unwrap();
+    let ev = app.wait_events(&acct.user_id, 2).await;
+    assert_eq!(ev[1].usage.unwrap().input_tokens, 1536);
+    assert_eq!(
+        ev[1].cost.map(|c| c.to_string()).as_deref(),
+        COST_OPENAI_CHAT
+    );
+    assert_eq!(ev[0].usage.unwrap().output_tokens, 156);
+    assert_eq!(ev[0].usage_status, UsageStatus::Reported);
+}
+
+#[tokio::test]
+async fn events_survive_a_restart_on_the_same_data_dir() {
+    let mock = MockUpstream::tls()
+        .json("/v1/chat/completions", "openai/chat_completion.json")
+        .start()
+        .await;
+    let app = TestApp::spawn(&mock.base_url()).await;
+    let acct = app.account("restart@example.com").await;
+    for _ in 0..3 {
+        let r = app
+            .http
+            .post(app.url("/v1/chat/completions"))
+            .header("x-llmobserve-key", &acct.key)
+            .body(CHAT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    // No flush: shutdown itself must commit everything.
+    let app = app.restart(&mock.base_url()).await;
+    let ev = app.events(&acct.user_id).await;
+    assert_eq!(ev.len(), 3);
+    assert!(
+        ev.iter()
+            .all(|e| e.cost.map(|c| c.to_string()).as_deref() == COST_OPENAI_CHAT)
+    );
+    // The key still works after the restart (cache rebuilt from the store).
+    let r = app
+        .http
+        .post(app.url("/v1/chat/completions"))
+        .header("x-llmobserve-key", &acct.key)
+        .body(CHAT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
