@@ -30,7 +30,8 @@ pub async fn build_core(config: Config) -> anyhow::Result<Core> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let db_path = config.data_dir.join(DB_FILE);
-    let store = tokio::task::spawn_blocking(move || crate::store::Store::open(&db_path))
+    let faults = config.storage_faults.clone();
+    let store = tokio::task::spawn_blocking(move || crate::store::Store::open_with_faults(&db_path, faults))
         .await?
         .context("opening the database (is another llmobserve using this data dir?)")?;
 

@@ -226,6 +226,8 @@ pub struct Config {
     pub writer_queue: usize,
     /// Upstream per provider; a provider missing here (Azure unset) answers 404.
     pub upstreams: HashMap<Provider, BaseUrl>,
+    /// Tests only: a switch that makes the database file fail writes like a full disk.
+    pub storage_faults: Option<std::sync::Arc<crate::store::FaultSwitch>>,
 }
 
 impl Config {
@@ -268,6 +270,7 @@ impl Config {
             shutdown_grace: Duration::from_millis(a.shutdown_grace_ms),
             writer_queue: a.writer_queue,
             upstreams,
+            storage_faults: None,
         })
     }
 

@@ -175,6 +175,12 @@ impl Metrics {
                 writer.write_errors.load(Ordering::Relaxed),
             ),
             (
+                "llmobserve_store_reopens_total",
+                "counter",
+                "Times the database was reopened after a failed commit.",
+                writer.reopens.load(Ordering::Relaxed),
+            ),
+            (
                 "llmobserve_writer_batches_total",
                 "counter",
                 "Committed write transactions.",

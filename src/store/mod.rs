@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
+mod handle;
 pub mod model;
 pub mod tables;
 pub mod writer;
@@ -26,6 +27,8 @@ pub enum StoreError {
     EmailTaken,
     #[error("not found")]
     NotFound,
+    #[error("the database is being reopened after an I/O error")]
+    Reopening,
 }
 
 macro_rules! from_redb {
@@ -46,10 +49,12 @@ from_redb!(
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+pub use handle::FaultSwitch;
+
 /// Cheap-to-clone handle on the database.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    db: Arc<handle::DbHandle>,
 }
 
 impl std::fmt::Debug for Store {
@@ -61,7 +66,12 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (or creates) the database file and makes sure every table exists.
     pub fn open(path: &Path) -> Result<Store> {
-        let db = Database::builder().create(path)?;
+        Store::open_with_faults(path, None)
+    }
+
+    /// Like [`Store::open`], with a switch that can make the file fail writes (tests).
+    pub fn open_with_faults(path: &Path, faults: Option<Arc<FaultSwitch>>) -> Result<Store> {
+        let db = handle::DbHandle::open(path, faults)?;
         let w = db.begin_write()?;
         {
             w.open_table(USERS)?;
@@ -75,8 +85,9 @@ impl Store {
         Ok(Store { db: Arc::new(db) })
     }
 
-    pub fn db(&self) -> &Database {
-        &self.db
+    /// Closes and reopens the database file after an I/O error. Blocking.
+    pub fn reopen(&self) -> Result<()> {
+        self.db.reopen()
     }
 
     // ---- accounts ----

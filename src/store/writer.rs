@@ -20,6 +20,8 @@ use super::model::CostEvent;
 
 /// Most events written in one transaction.
 const MAX_BATCH: usize = 1024;
+/// Most senders waiting for room in a full queue.
+const MAX_WAITING: u64 = 65_536;
 
 enum Msg {
     Event(Box<CostEvent>),
@@ -36,6 +38,10 @@ pub struct WriterStats {
     pub backpressure_waits: AtomicU64,
     pub write_errors: AtomicU64,
     pub batches: AtomicU64,
+    /// Senders currently waiting for room in a full queue.
+    pub waiting: AtomicU64,
+    /// Times the database was reopened after a failed commit.
+    pub reopens: AtomicU64,
     /// Set while commits are failing.
     pub degraded: AtomicBool,
 }
@@ -112,20 +118,30 @@ impl EventSink {
                 self.stats
                     .backpressure_waits
                     .fetch_add(1, Ordering::Relaxed);
+                // Waiting senders are bounded too: past the cap the disk has been failing
+                // for a long time and memory matters more than one more event.
+                if self.stats.waiting.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING {
+                    self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+                    dropped(&self.stats, "writer queue and wait list full");
+                    return;
+                }
                 let tx = self.tx.clone();
                 let stats = self.stats.clone();
                 let spawned = tokio::runtime::Handle::try_current().map(|h| {
                     h.spawn(async move {
-                        if tx.send(msg).await.is_err() {
-                            dropped(&stats);
+                        let sent = tx.send(msg).await;
+                        stats.waiting.fetch_sub(1, Ordering::Relaxed);
+                        if sent.is_err() {
+                            dropped(&stats, "writer is stopped");
                         }
                     })
                 });
                 if spawned.is_err() {
-                    dropped(&self.stats);
+                    self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+                    dropped(&self.stats, "no runtime to wait on");
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => dropped(&self.stats),
+            Err(mpsc::error::TrySendError::Closed(_)) => dropped(&self.stats, "writer is stopped"),
         }
     }
 
@@ -142,11 +158,12 @@ impl EventSink {
     }
 }
 
-fn dropped(stats: &WriterStats) {
+fn dropped(stats: &WriterStats, why: &'static str) {
     stats.dropped.fetch_add(1, Ordering::Relaxed);
     tracing::error!(
         dropped_total = stats.dropped.load(Ordering::Relaxed),
-        "cost event dropped: writer is stopped"
+        reason = why,
+        "cost event dropped"
     );
 }
 
@@ -219,7 +236,7 @@ fn commit(store: &Store, batch: &mut Vec<CostEvent>, stats: &WriterStats, stop: 
                     attempts_after_stop += 1;
                     if attempts_after_stop > 5 {
                         for _ in batch.iter() {
-                            dropped(stats);
+                            dropped(stats, "store kept failing at shutdown");
                         }
                         batch.clear();
                         return;
@@ -227,6 +244,15 @@ fn commit(store: &Store, batch: &mut Vec<CostEvent>, stats: &WriterStats, stop: 
                 }
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(2));
+                // After an I/O error redb refuses every operation until the file is
+                // reopened (running its repair); the batch is then retried as it was.
+                match store.reopen() {
+                    Ok(()) => {
+                        stats.reopens.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("database reopened after a failed commit");
+                    }
+                    Err(e) => tracing::error!(error = %e, "database reopen failed, retrying"),
+                }
             }
         }
     }
