@@ -1087,3 +1087,32 @@ async fn events_survive_a_restart_on_the_same_data_dir() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn reading_back_a_stored_response_is_not_billed_again() {
+    let mock = MockUpstream::tls()
+        .route(
+            "GET",
+            "/v1/responses/*",
+            Reply::json(200, fixture("openai/responses.json")),
+        )
+        .start()
+        .await;
+    let app = TestApp::spawn(&mock.base_url()).await;
+    let acct = app.account("getresp@example.com").await;
+    let r = app
+        .http
+        .get(app.url("/v1/responses/resp_123"))
+        .header("x-llmobserve-key", &acct.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), fixture("openai/responses.json"));
+    let e = app.only_event(&acct.user_id).await;
+    assert_eq!(e.outcome, Outcome::Ok);
+    assert_eq!(
+        e.usage, None,
+        "a GET carries the original call's usage: never bill it twice"
+    );
+    assert_eq!(e.cost, None);
+}

@@ -35,6 +35,9 @@ pub struct CallCtx {
     pub request_model: Option<String>,
     pub customer_id: Option<String>,
     pub owner: KeyOwner,
+    /// False for calls that are not billed (a `GET` that reads back a stored response
+    /// carries its usage again: metering it would count that usage twice).
+    pub billable: bool,
 }
 
 /// How a metered body ended.
@@ -71,7 +74,11 @@ impl Meter {
     ) -> Meter {
         let decoder = ContentDecoder::for_encoding(content_encoding);
         let unreadable = decoder.is_none();
-        let parser = crate::providers::parser_for(ctx.provider, ctx.endpoint, streamed);
+        let parser: Box<dyn UsageParser> = if ctx.billable {
+            crate::providers::parser_for(ctx.provider, ctx.endpoint, streamed)
+        } else {
+            Box::new(NotBilled)
+        };
         Meter {
             ctx,
             status,
@@ -134,6 +141,19 @@ impl Meter {
             self.upstream_request_id.take(),
         );
         commit_event(&self.ctx.state, event);
+    }
+}
+
+/// The parser for calls that are not billed: reports no usage.
+struct NotBilled;
+
+impl UsageParser for NotBilled {
+    fn feed(&mut self, _chunk: &[u8]) {}
+    fn finish(&mut self) -> ParsedUsage {
+        ParsedUsage {
+            complete: true,
+            ..ParsedUsage::default()
+        }
     }
 }
 

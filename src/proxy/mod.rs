@@ -113,6 +113,7 @@ async fn handle_inner(
         request_model: None,
         customer_id: None,
         owner,
+        billable: parts.method == http::Method::POST,
     });
     if let Some(c) = &header_customer {
         request::check_customer_id(c).map_err(ProxyError::BadCustomerId)?;
