@@ -11,6 +11,7 @@ use redb::ReadableTable;
 
 mod handle;
 pub mod model;
+pub mod query;
 pub mod tables;
 pub mod writer;
 
@@ -172,8 +173,7 @@ impl Store {
                 Some(v) => serde_json::from_slice(v.value())?,
                 None => return Err(StoreError::NotFound),
             };
-            w.open_table(USERS_BY_EMAIL)?
-                .remove(user.email.as_str())?;
+            w.open_table(USERS_BY_EMAIL)?.remove(user.email.as_str())?;
             w.open_table(API_KEYS)?
                 .retain(|_, v| !key_belongs_to(v, user_id))?;
             // The smallest id after `user_id`: bounds this account's rows exactly.
