@@ -1,0 +1,581 @@
+//! `llmobserve-bench`: LLMObserve against a direct call and a plain pass-through proxy,
+//! on one machine, in one run, targets interleaved.
+//!
+//! ```sh
+//! cargo run --release --bin llmobserve-bench            # full run (~5 min)
+//! cargo run --release --bin llmobserve-bench -- --quick # seconds, for CI
+//! ```
+//!
+//! The mock upstream, the pass-through proxy and LLMObserve each run as a child process
+//! (this same binary, `serve <role>`), so each has its own runtime and its RSS is its
+//! own; the load generator runs here on one thread. Results: a table on stdout,
+//! `target/bench/results.json` and `target/bench/summary.md`.
+//!
+//! Modules: [`mock`] (upstream), [`baseline`] (pass-through), [`load`] (client),
+//! [`report`] (medians, table), [`store`] (writer, stats, restart).
+
+mod baseline;
+mod load;
+mod mock;
+mod report;
+mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::{Parser, Subcommand, ValueEnum};
+use http::{HeaderName, HeaderValue};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use load::{LoadSpec, Scenario};
+use report::{BASELINE, DIRECT, LLMOBSERVE, MemoryReport, Report, Round, Runs};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "llmobserve-bench",
+    about = "Benchmark LLMObserve against a direct call and a plain proxy"
+)]
+struct Cli {
+    /// A short run for CI: one level (64 connections), short windows, small store run.
+    #[arg(long)]
+    quick: bool,
+    /// Measured seconds per target, level and round.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Rounds (targets interleaved within each); medians are reported.
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Connection counts to measure.
+    #[arg(long, value_delimiter = ',')]
+    levels: Option<Vec<usize>>,
+    /// Content chunks per streamed response.
+    #[arg(long, default_value_t = mock::DEFAULT_CHUNKS)]
+    stream_chunks: usize,
+    /// Concurrent slow streams in the memory run.
+    #[arg(long, default_value_t = 1000)]
+    slow_streams: usize,
+    /// Events pushed through the writer in the store run.
+    #[arg(long)]
+    writer_events: Option<u64>,
+    /// Events bulk-loaded for the stats and restart measurements.
+    #[arg(long)]
+    store_events: Option<u64>,
+    /// Skip the memory run.
+    #[arg(long)]
+    no_memory: bool,
+    /// Skip the store run.
+    #[arg(long)]
+    no_store: bool,
+    /// Where results.json and summary.md go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    #[command(subcommand)]
+    serve: Option<Serve>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Serve {
+    /// Internal: run one server role until stdin closes, after printing `READY addr [key]`.
+    Serve {
+        role: Role,
+        #[arg(long)]
+        upstream: Option<SocketAddr>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Role {
+    Mock,
+    Baseline,
+    Llmobserve,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Serve::Serve {
+        role,
+        upstream,
+        data_dir,
+    }) = cli.serve
+    {
+        return serve(role, upstream, data_dir);
+    }
+    // The load generator: one thread, like `wrk -t1`, leaving the cores to the servers.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(bench(cli))
+}
+
+// ---------------------------------------------------------------------------------------
+// Child roles
+// ---------------------------------------------------------------------------------------
+
+fn serve(
+    role: Role,
+    upstream: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let rt = match role {
+        // The mock is shared by every target; one worker keeps it from taking both cores.
+        Role::Mock => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?,
+        // Both proxies run as `#[tokio::main]` would run them: one worker per core.
+        Role::Baseline | Role::Llmobserve => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
+    let r = rt.block_on(async move {
+        let ready = match role {
+            Role::Mock => format!("READY {}", mock::start().await?.addr),
+            Role::Baseline => {
+                let up = upstream.context("--upstream")?;
+                format!("READY {}", baseline::start(up).await?)
+            }
+            Role::Llmobserve => {
+                let up = upstream.context("--upstream")?;
+                let dir = data_dir.context("--data-dir")?;
+                // As `llmobserve` runs by default: info logs (to stderr here).
+                llmobserve::telemetry::init_logging("text");
+                let config = llmobserve::config::Config::for_data_dir(dir)
+                    .with_all_upstreams(&format!("http://{up}"))?;
+                let app = llmobserve::app::start(config).await?;
+                let state = app.state.clone();
+                let (_, key) = tokio::task::spawn_blocking(move || {
+                    llmobserve::accounts::create_account(&state, "bench@example.com", None, None)
+                })
+                .await??;
+                let line = format!("READY {} {}", app.proxy_addr, key.secret.expose());
+                // Kept alive until the process exits.
+                std::mem::forget(app);
+                line
+            }
+        };
+        say(&ready);
+        // Serve until the parent closes our stdin (or dies).
+        let mut sink = [0u8; 64];
+        let mut stdin = tokio::io::stdin();
+        while stdin.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+        anyhow::Ok(())
+    });
+    rt.shutdown_timeout(Duration::from_millis(100));
+    r
+}
+
+#[allow(clippy::print_stdout)]
+fn say(line: &str) {
+    println!("{line}");
+}
+
+/// A server role running as a child process; killed when dropped.
+struct Server {
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+    key: Option<String>,
+}
+
+async fn spawn_role(role: &str, args: &[String]) -> anyhow::Result<Server> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .arg("serve")
+        .arg(role)
+        .args(args)
+        .env("LLMO_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {role}"))?;
+    let pid = child.id().context("child pid")?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if let Some(rest) = l.strip_prefix("READY ") {
+                return Some(rest.to_owned());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .with_context(|| format!("{role} did not start"))?;
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let mut parts = ready.split_whitespace();
+    let addr: SocketAddr = parts.next().context("READY addr")?.parse()?;
+    let key = parts.next().map(str::to_owned);
+    Ok(Server {
+        child,
+        pid,
+        addr,
+        key,
+    })
+}
+
+impl Server {
+    async fn stop(mut self) {
+        drop(self.child.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Memory sampling
+// ---------------------------------------------------------------------------------------
+
+/// `VmRSS` of a process, in KiB (0 if unreadable).
+fn rss_kib(pid: u32) -> u64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return 0;
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Samples a process's RSS every 20 ms until stopped; returns the peak.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(rss_kib(pid)));
+        let task = {
+            let (stop, peak) = (stop.clone(), peak.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        RssSampler { stop, peak, task }
+    }
+
+    async fn finish(self, pid: u32) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        self.peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The run
+// ---------------------------------------------------------------------------------------
+
+fn scenarios(key: &str, chunks: usize) -> anyhow::Result<Vec<Scenario>> {
+    let auth = vec![
+        (
+            HeaderName::from_static("x-llmobserve-key"),
+            HeaderValue::from_str(key)?,
+        ),
+        (
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer sk-bench-provider-key"),
+        ),
+    ];
+    let mut stream_headers = auth.clone();
+    stream_headers.push((
+        HeaderName::from_static(mock::CHUNKS_HEADER),
+        HeaderValue::from(chunks),
+    ));
+    Ok(vec![
+        Scenario {
+            name: "json",
+            path: "/v1/chat/completions",
+            body: Bytes::from_static(mock::CHAT_REQUEST.as_bytes()),
+            headers: auth,
+            expected: Bytes::from_static(mock::CHAT_JSON.as_bytes()),
+        },
+        Scenario {
+            name: "stream",
+            path: "/v1/chat/completions",
+            body: Bytes::from_static(mock::STREAM_REQUEST.as_bytes()),
+            headers: stream_headers,
+            expected: Bytes::from(mock::stream_bytes(chunks)),
+        },
+    ])
+}
+
+fn slow_scenario(base: &Scenario, chunks: usize, delay_ms: u64) -> Scenario {
+    let mut s = base.clone();
+    s.name = "slow-stream";
+    s.headers.retain(|(k, _)| k.as_str() != mock::CHUNKS_HEADER);
+    s.headers.push((
+        HeaderName::from_static(mock::CHUNKS_HEADER),
+        HeaderValue::from(chunks),
+    ));
+    s.headers.push((
+        HeaderName::from_static(mock::DELAY_HEADER),
+        HeaderValue::from(delay_ms),
+    ));
+    s.expected = Bytes::from(mock::stream_bytes(chunks));
+    s
+}
+
+#[allow(clippy::print_stdout)]
+async fn bench(cli: Cli) -> anyhow::Result<()> {
+    let quick = cli.quick;
+    let seconds = cli.seconds.unwrap_or(if quick { 0.8 } else { 3.0 });
+    let rounds = cli.rounds.unwrap_or(3).max(1);
+    let levels = cli
+        .levels
+        .clone()
+        .unwrap_or_else(|| if quick { vec![64] } else { vec![1, 64, 256] });
+    let tmp = TempDir::new()?;
+
+    let mock = spawn_role("mock", &[]).await?;
+    let up = vec!["--upstream".to_owned(), mock.addr.to_string()];
+    let base = spawn_role("baseline", &up).await?;
+    let llmo_dir = tmp.path().join("llmobserve");
+    let mut llmo_args = up.clone();
+    llmo_args.extend(["--data-dir".to_owned(), llmo_dir.display().to_string()]);
+    let llmo = spawn_role("llmobserve", &llmo_args).await?;
+    let key = llmo.key.clone().context("llmobserve key")?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle_rss = rss_kib(llmo.pid);
+
+    let targets = [
+        (DIRECT, mock.addr, mock.pid),
+        (BASELINE, base.addr, base.pid),
+        (LLMOBSERVE, llmo.addr, llmo.pid),
+    ];
+    let scenarios = scenarios(&key, cli.stream_chunks)?;
+    let mut runs = Runs::default();
+    let warmup = Duration::from_secs_f64((seconds / 4.0).min(0.5));
+    for s in &scenarios {
+        for &conns in &levels {
+            for round in 0..rounds {
+                // Rotate the order each round so no target always runs first (warm caches,
+                // a noisy neighbour's burst) or last.
+                for i in 0..targets.len() {
+                    let (name, addr, pid) = targets[(i + round) % targets.len()];
+                    let sampler = RssSampler::start(pid);
+                    let spec = LoadSpec {
+                        concurrency: conns,
+                        duration: Duration::from_secs_f64(seconds),
+                        warmup,
+                        requests_per_conn: None,
+                    };
+                    let r = load::run(addr, s, spec).await;
+                    let peak = sampler.finish(pid).await;
+                    let m = Round::from_result(&r, peak);
+                    eprintln!(
+                        "{:<7} conns={conns:<4} round={round} {name:<13} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  errors {}",
+                        s.name,
+                        m.rps,
+                        m.p50_us,
+                        m.p99_us,
+                        m.errors + m.wrong_bytes,
+                    );
+                    runs.push(s.name, conns, name, m);
+                }
+            }
+        }
+    }
+
+    let memory = if cli.no_memory || quick {
+        None
+    } else {
+        Some(
+            memory_run(
+                &scenarios[1],
+                &mock,
+                &base,
+                cli.slow_streams,
+                &tmp,
+                &up,
+                idle_rss,
+            )
+            .await?,
+        )
+    };
+    base.stop().await;
+    llmo.stop().await;
+
+    let store = if cli.no_store {
+        None
+    } else {
+        let writer = cli
+            .writer_events
+            .unwrap_or(if quick { 20_000 } else { 200_000 });
+        let bulk = cli
+            .store_events
+            .unwrap_or(if quick { 50_000 } else { 1_000_000 });
+        eprintln!("store: {writer} events through the writer, {bulk} bulk-loaded ...");
+        Some(store::run(tmp.path(), writer, bulk).await?)
+    };
+    mock.stop().await;
+
+    let report = Report {
+        machine: machine(),
+        when_unix_ms: llmobserve::time::now_ms(),
+        quick,
+        seconds_per_run: seconds,
+        rounds,
+        medians: runs.medians(),
+        runs,
+        memory,
+        store,
+    };
+    let text = report::render(&report);
+    println!("{text}");
+    std::fs::create_dir_all(&cli.out)?;
+    std::fs::write(
+        cli.out.join("results.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    std::fs::write(cli.out.join("summary.md"), &text)?;
+    eprintln!("wrote {}/results.json and summary.md", cli.out.display());
+    Ok(())
+}
+
+/// 1,000 slow streams, short then long bodies, through a fresh LLMObserve (and the
+/// pass-through for reference); peak RSS of each.
+async fn memory_run(
+    stream: &Scenario,
+    mock: &Server,
+    base: &Server,
+    streams: usize,
+    tmp: &TempDir,
+    up: &[String],
+    _first_idle: u64,
+) -> anyhow::Result<MemoryReport> {
+    const DELAY_MS: u64 = 10;
+    const SHORT: usize = 50;
+    const LONG: usize = 300;
+    let dir = tmp.path().join("llmobserve-mem");
+    let mut args = up.to_vec();
+    args.extend(["--data-dir".to_owned(), dir.display().to_string()]);
+    let llmo = spawn_role("llmobserve", &args).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = rss_kib(llmo.pid);
+    let mut stream = stream.clone();
+    if let Some(key) = &llmo.key {
+        stream
+            .headers
+            .retain(|(k, _)| k.as_str() != "x-llmobserve-key");
+        stream.headers.push((
+            HeaderName::from_static("x-llmobserve-key"),
+            HeaderValue::from_str(key)?,
+        ));
+    }
+    let spec = LoadSpec {
+        concurrency: streams,
+        duration: Duration::from_secs(30),
+        warmup: Duration::ZERO,
+        requests_per_conn: Some(1),
+    };
+    let one = |chunks| slow_scenario(&stream, chunks, DELAY_MS);
+    let short_s = one(SHORT);
+    let long_s = one(LONG);
+
+    eprintln!("memory: {streams} streams x {SHORT} chunks via llmobserve ...");
+    let sampler = RssSampler::start(llmo.pid);
+    let short = load::run(llmo.addr, &short_s, spec).await;
+    let short_peak = sampler.finish(llmo.pid).await;
+    eprintln!("memory: {streams} streams x {LONG} chunks via llmobserve ...");
+    let sampler = RssSampler::start(llmo.pid);
+    let long = load::run(llmo.addr, &long_s, spec).await;
+    let long_peak = sampler.finish(llmo.pid).await;
+    eprintln!("memory: {streams} streams x {LONG} chunks direct and via pass-through ...");
+    let direct = load::run(mock.addr, &long_s, spec).await;
+    let base_idle = rss_kib(base.pid);
+    let sampler = RssSampler::start(base.pid);
+    let _ = load::run(base.addr, &long_s, spec).await;
+    let base_peak = sampler.finish(base.pid).await;
+    llmo.stop().await;
+    Ok(MemoryReport {
+        idle_rss_kib: idle,
+        streams,
+        short_chunks: SHORT,
+        long_chunks: LONG,
+        chunk_delay_ms: DELAY_MS,
+        short_peak_rss_kib: short_peak,
+        long_peak_rss_kib: long_peak,
+        baseline_idle_rss_kib: base_idle,
+        baseline_long_peak_rss_kib: base_peak,
+        short_errors: short.errors + short.wrong_bytes,
+        long_errors: long.errors + long.wrong_bytes,
+        long_ok: long.ok,
+        long_ttlb_p99_ms: load::percentile(&long.ttlb_us, 0.99) / 1e3,
+        direct_long_ttlb_p99_ms: load::percentile(&direct.ttlb_us, 0.99) / 1e3,
+    })
+}
+
+/// A scratch directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> std::io::Result<TempDir> {
+        let p = std::env::temp_dir().join(format!(
+            "llmobserve-bench-{}-{}",
+            std::process::id(),
+            llmobserve::time::now_ms()
+        ));
+        std::fs::create_dir_all(&p)?;
+        Ok(TempDir(p))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// CPU model, cores, memory and kernel, from /proc.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |k| k / 1024.0 / 1024.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cpu}, {cores} cores, {mem_gib:.0} GiB, Linux {}",
+        kernel.trim()
+    )
+}

@@ -1,0 +1,293 @@
+//! Aggregation (medians over rounds) and output: the text table and the JSON file.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::load::{LoadResult, percentile};
+use crate::store::StoreReport;
+
+/// One target's numbers from one round.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Round {
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub ttfb_p50_us: f64,
+    pub ttfb_p99_us: f64,
+    pub ttlb_p50_us: f64,
+    pub ttlb_p99_us: f64,
+    pub errors: u64,
+    pub wrong_bytes: u64,
+    pub requests: u64,
+    pub peak_rss_kib: u64,
+}
+
+impl Round {
+    pub fn from_result(r: &LoadResult, peak_rss_kib: u64) -> Round {
+        Round {
+            rps: r.rps(),
+            p50_us: percentile(&r.ttlb_us, 0.50),
+            p99_us: percentile(&r.ttlb_us, 0.99),
+            p999_us: percentile(&r.ttlb_us, 0.999),
+            ttfb_p50_us: percentile(&r.ttfb_us, 0.50),
+            ttfb_p99_us: percentile(&r.ttfb_us, 0.99),
+            ttlb_p50_us: percentile(&r.ttlb_us, 0.50),
+            ttlb_p99_us: percentile(&r.ttlb_us, 0.99),
+            errors: r.errors,
+            wrong_bytes: r.wrong_bytes,
+            requests: r.ok,
+            peak_rss_kib,
+        }
+    }
+}
+
+/// Median of each field over rounds (errors and byte mismatches are summed; RSS is the max).
+pub fn median(rounds: &[Round]) -> Round {
+    let med = |f: fn(&Round) -> f64| {
+        let mut v: Vec<f64> = rounds.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+    };
+    Round {
+        rps: med(|r| r.rps),
+        p50_us: med(|r| r.p50_us),
+        p99_us: med(|r| r.p99_us),
+        p999_us: med(|r| r.p999_us),
+        ttfb_p50_us: med(|r| r.ttfb_p50_us),
+        ttfb_p99_us: med(|r| r.ttfb_p99_us),
+        ttlb_p50_us: med(|r| r.ttlb_p50_us),
+        ttlb_p99_us: med(|r| r.ttlb_p99_us),
+        errors: rounds.iter().map(|r| r.errors).sum(),
+        wrong_bytes: rounds.iter().map(|r| r.wrong_bytes).sum(),
+        requests: rounds.iter().map(|r| r.requests).sum(),
+        peak_rss_kib: rounds.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0),
+    }
+}
+
+/// Every round of every (scenario, connections, target).
+#[derive(Debug, Default, Serialize)]
+pub struct Runs {
+    /// scenario → connections → target → rounds.
+    pub rounds: BTreeMap<String, BTreeMap<usize, BTreeMap<String, Vec<Round>>>>,
+}
+
+impl Runs {
+    pub fn push(&mut self, scenario: &str, conns: usize, target: &str, r: Round) {
+        self.rounds
+            .entry(scenario.to_owned())
+            .or_default()
+            .entry(conns)
+            .or_default()
+            .entry(target.to_owned())
+            .or_default()
+            .push(r);
+    }
+
+    /// Medians: scenario → connections → target → median round.
+    pub fn medians(&self) -> BTreeMap<String, BTreeMap<usize, BTreeMap<String, Round>>> {
+        self.rounds
+            .iter()
+            .map(|(s, by_c)| {
+                let by_c = by_c
+                    .iter()
+                    .map(|(c, by_t)| {
+                        let by_t = by_t.iter().map(|(t, r)| (t.clone(), median(r))).collect();
+                        (*c, by_t)
+                    })
+                    .collect();
+                (s.clone(), by_c)
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MemoryReport {
+    pub idle_rss_kib: u64,
+    pub streams: usize,
+    pub short_chunks: usize,
+    pub long_chunks: usize,
+    pub chunk_delay_ms: u64,
+    pub short_peak_rss_kib: u64,
+    pub long_peak_rss_kib: u64,
+    pub baseline_idle_rss_kib: u64,
+    pub baseline_long_peak_rss_kib: u64,
+    pub short_errors: u64,
+    pub long_errors: u64,
+    /// Streams finished / streams started, and TTLB p99 through LLMObserve and direct.
+    pub long_ok: u64,
+    pub long_ttlb_p99_ms: f64,
+    pub direct_long_ttlb_p99_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub machine: String,
+    pub when_unix_ms: i64,
+    pub quick: bool,
+    pub seconds_per_run: f64,
+    pub rounds: usize,
+    pub medians: BTreeMap<String, BTreeMap<usize, BTreeMap<String, Round>>>,
+    pub runs: Runs,
+    pub memory: Option<MemoryReport>,
+    pub store: Option<StoreReport>,
+}
+
+pub const DIRECT: &str = "direct";
+pub const BASELINE: &str = "pass-through";
+pub const LLMOBSERVE: &str = "llmobserve";
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// The human-readable tables.
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "machine: {}", r.machine);
+    let _ = writeln!(
+        out,
+        "{} rounds x {:.1} s per target and level, targets interleaved; medians over rounds.\n",
+        r.rounds, r.seconds_per_run
+    );
+    for (scenario, by_c) in &r.medians {
+        let streamed = scenario.starts_with("stream");
+        let _ = writeln!(out, "## {scenario}");
+        if streamed {
+            let _ = writeln!(
+                out,
+                "| conns | target | req/s | TTFB p50 µs | TTFB p99 µs | TTLB p50 µs | TTLB p99 µs | p99.9 µs | +TTFB p99 | +TTLB p99 | × pass-through | peak RSS MiB | errors |"
+            );
+            let _ = writeln!(
+                out,
+                "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "| conns | target | req/s | p50 µs | p99 µs | p99.9 µs | +p50 µs | +p99 µs | × pass-through | peak RSS MiB | errors |"
+            );
+            let _ = writeln!(
+                out,
+                "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            );
+        }
+        for (conns, by_t) in by_c {
+            let direct = by_t.get(DIRECT).copied().unwrap_or_default();
+            let base = by_t.get(BASELINE).copied().unwrap_or_default();
+            for t in [DIRECT, BASELINE, LLMOBSERVE] {
+                let Some(m) = by_t.get(t) else { continue };
+                let ratio = if t == DIRECT || base.rps == 0.0 {
+                    "".to_owned()
+                } else {
+                    format!("{:.2}", m.rps / base.rps)
+                };
+                let added = |a: f64, b: f64| {
+                    if t == DIRECT {
+                        "".to_owned()
+                    } else {
+                        format!("{:+.0}", a - b)
+                    }
+                };
+                let bad = m.errors + m.wrong_bytes;
+                if streamed {
+                    let _ = writeln!(
+                        out,
+                        "| {conns} | {t} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {ratio} | {:.1} | {bad} |",
+                        m.rps,
+                        m.ttfb_p50_us,
+                        m.ttfb_p99_us,
+                        m.ttlb_p50_us,
+                        m.ttlb_p99_us,
+                        m.p999_us,
+                        added(m.ttfb_p99_us, direct.ttfb_p99_us),
+                        added(m.ttlb_p99_us, direct.ttlb_p99_us),
+                        mib(m.peak_rss_kib),
+                    );
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "| {conns} | {t} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {ratio} | {:.1} | {bad} |",
+                        m.rps,
+                        m.p50_us,
+                        m.p99_us,
+                        m.p999_us,
+                        added(m.p50_us, direct.p50_us),
+                        added(m.p99_us, direct.p99_us),
+                        mib(m.peak_rss_kib),
+                    );
+                }
+            }
+        }
+        out.push('\n');
+    }
+    if let Some(m) = &r.memory {
+        let _ = writeln!(out, "## memory (LLMObserve process)");
+        let _ = writeln!(out, "| measure | value |\n|---|---:|");
+        let _ = writeln!(out, "| idle RSS | {:.1} MiB |", mib(m.idle_rss_kib));
+        let _ = writeln!(
+            out,
+            "| peak RSS, {} streams x {} chunks ({} ms apart) | {:.1} MiB |",
+            m.streams,
+            m.short_chunks,
+            m.chunk_delay_ms,
+            mib(m.short_peak_rss_kib)
+        );
+        let _ = writeln!(
+            out,
+            "| peak RSS, {} streams x {} chunks | {:.1} MiB |",
+            m.streams,
+            m.long_chunks,
+            mib(m.long_peak_rss_kib)
+        );
+        let per = |p: u64| (p.saturating_sub(m.idle_rss_kib)) as f64 / m.streams.max(1) as f64;
+        let _ = writeln!(
+            out,
+            "| per stream (peak − idle) / streams, short / long | {:.1} / {:.1} KiB |",
+            per(m.short_peak_rss_kib),
+            per(m.long_peak_rss_kib)
+        );
+        let _ = writeln!(
+            out,
+            "| pass-through proxy: idle / long-stream peak | {:.1} / {:.1} MiB |",
+            mib(m.baseline_idle_rss_kib),
+            mib(m.baseline_long_peak_rss_kib)
+        );
+        let _ = writeln!(
+            out,
+            "| long streams: finished, TTLB p99 via LLMObserve / direct | {} of {}, {:.0} / {:.0} ms |",
+            m.long_ok, m.streams, m.long_ttlb_p99_ms, m.direct_long_ttlb_p99_ms
+        );
+        let _ = writeln!(
+            out,
+            "| stream errors short / long | {} / {} |\n",
+            m.short_errors, m.long_errors
+        );
+    }
+    if let Some(s) = &r.store {
+        let _ = writeln!(out, "## store");
+        let _ = writeln!(out, "| measure | value |\n|---|---:|");
+        let _ = writeln!(
+            out,
+            "| writer: events committed via EventSink | {} in {} batches, {:.0} events/s |",
+            s.writer_events, s.writer_batches, s.writer_events_per_s
+        );
+        let _ = writeln!(
+            out,
+            "| bulk load via Store::write_events | {} events in {:.1} s ({:.0}/s), file {:.0} MiB |",
+            s.bulk_events, s.bulk_load_s, s.bulk_events_per_s, s.db_file_mib
+        );
+        let _ = writeln!(
+            out,
+            "| /api/stats query (Store::stats, 31 days) over {} events, {} models | {:.2} ms |",
+            s.writer_events + s.bulk_events,
+            s.models,
+            s.stats_ms
+        );
+        let _ = writeln!(out, "| restart (build_core) | {:.1} ms |\n", s.restart_ms);
+    }
+    out
+}
