@@ -72,6 +72,23 @@ pub struct RunArgs {
     /// A streamed response with no bytes for this long is closed, in milliseconds.
     #[arg(long, env = "LLMO_STREAM_IDLE_TIMEOUT_MS", default_value_t = 300_000)]
     pub stream_idle_timeout_ms: u64,
+    /// A client gets this long to send a request's headers (and an idle connection this
+    /// long to start its next request), in milliseconds. Both listeners.
+    #[arg(long, env = "LLMO_HEADER_READ_TIMEOUT_MS", default_value_t = 30_000)]
+    pub header_read_timeout_ms: u64,
+    /// A request body that sends no bytes for this long is refused (408), in
+    /// milliseconds. Both listeners.
+    #[arg(long, env = "LLMO_BODY_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_idle_timeout_ms: u64,
+    /// Open connections per listener; past it a new connection gets a short 503.
+    #[arg(long, env = "LLMO_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Request-body bytes all in-flight requests of one listener may hold; past it 503.
+    #[arg(long, env = "LLMO_MAX_BUFFERED_REQUEST_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_buffered_request_bytes: usize,
+    /// Largest request head (request line and headers); past it 431.
+    #[arg(long, env = "LLMO_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
     /// Extra PEM root certificate(s) to trust for upstream TLS.
     #[arg(long, env = "LLMO_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
@@ -202,6 +219,8 @@ impl BaseUrl {
 pub enum ConfigError {
     #[error("not an http(s) base URL without query: {0}")]
     BadUrl(String),
+    #[error("{0}")]
+    BadLimit(&'static str),
 }
 
 /// Validated configuration.
@@ -215,6 +234,16 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub first_byte_timeout: Duration,
     pub stream_idle_timeout: Duration,
+    /// Deadline for a request head, and for an idle connection to start its next request.
+    pub header_read_timeout: Duration,
+    /// Longest pause between two chunks of a request body.
+    pub body_idle_timeout: Duration,
+    /// Open connections per listener.
+    pub max_connections: usize,
+    /// Request-body bytes held at once by the in-flight requests of one listener.
+    pub max_buffered_request_bytes: usize,
+    /// Largest request head accepted (HTTP/1.1 head, HTTP/2 header list).
+    pub max_header_bytes: usize,
     pub upstream_ca: Option<PathBuf>,
     pub inject_stream_usage: bool,
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -251,6 +280,16 @@ impl Config {
                 upstreams.insert(p, BaseUrl::parse(&url)?);
             }
         }
+        if a.max_buffered_request_bytes < a.max_body_bytes {
+            return Err(ConfigError::BadLimit(
+                "--max-buffered-request-bytes must be at least --max-body-bytes",
+            ));
+        }
+        if a.max_connections == 0 {
+            return Err(ConfigError::BadLimit(
+                "--max-connections must be at least 1",
+            ));
+        }
         Ok(Config {
             proxy_addr: a.proxy_addr,
             admin_addr: a.admin_addr,
@@ -260,6 +299,11 @@ impl Config {
             connect_timeout: Duration::from_millis(a.connect_timeout_ms),
             first_byte_timeout: Duration::from_millis(a.first_byte_timeout_ms),
             stream_idle_timeout: Duration::from_millis(a.stream_idle_timeout_ms),
+            header_read_timeout: Duration::from_millis(a.header_read_timeout_ms),
+            body_idle_timeout: Duration::from_millis(a.body_idle_timeout_ms),
+            max_connections: a.max_connections,
+            max_buffered_request_bytes: a.max_buffered_request_bytes,
+            max_header_bytes: a.max_header_bytes,
             upstream_ca: a.upstream_ca,
             inject_stream_usage: a.inject_stream_usage,
             tls: a.tls_cert.zip(a.tls_key),
@@ -336,5 +380,26 @@ mod tests {
         assert_eq!(c.max_body_bytes, 32 * 1024 * 1024);
         assert!(!c.upstreams.contains_key(&Provider::Azure));
         assert_eq!(c.upstreams.len(), 10);
+        assert_eq!(c.header_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.body_idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_connections, 1024);
+        assert!(c.max_buffered_request_bytes >= c.max_body_bytes);
+    }
+
+    #[test]
+    fn a_buffer_budget_below_the_body_limit_is_refused() {
+        let args = RunOnly::try_parse_from([
+            "x",
+            "--max-body-bytes",
+            "1000",
+            "--max-buffered-request-bytes",
+            "999",
+        ])
+        .unwrap()
+        .run;
+        assert!(matches!(
+            Config::from_args(args),
+            Err(ConfigError::BadLimit(_))
+        ));
     }
 }

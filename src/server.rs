@@ -1,26 +1,87 @@
 //! Accept loop shared by both listeners: TCP_NODELAY, optional TLS, HTTP/1.1 keep-alive
-//! and h2 (hyper-util auto), a header-read timeout, and graceful shutdown that lets
-//! in-flight requests and streams finish within a bounded grace period.
+//! and h2 (hyper-util auto), and graceful shutdown that lets in-flight requests and
+//! streams finish within a bounded grace period.
+//!
+//! Every limit a client could otherwise exhaust is enforced here, for both listeners
+//! ([`Limits`], from `Config`):
+//! * open connections: past `max_connections` a new connection gets a minimal `503` and is
+//!   closed (TLS listeners just close it: a handshake is what overload cannot afford);
+//! * request heads: hyper's header-read timeout, and `max_header_bytes` (hyper answers
+//!   `431`, HTTP/1.1 and h2 alike);
+//! * idle connections: a connection with no request in flight must start one within the
+//!   header-read timeout, counted from when it went idle. This also covers what hyper's
+//!   own timer does not: a client that connects and sends nothing, one that drips the h2
+//!   preface, and idle h2 connections;
+//! * request bodies ([`RequestBody`]): a pause longer than `body_idle_timeout` between two
+//!   chunks fails the body, and all in-flight requests of a listener together hold at most
+//!   `max_buffered_request_bytes` of body (the handlers turn both into `408` and `503`).
+
+mod body;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
+use http_body::{Body, Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
+
+pub use body::{BodyError, RequestBody};
+
+use crate::config::Config;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Slow or stalled clients get this long to send their request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections being answered `503` at once; past it, extra connections are just closed.
+const REFUSING_AT_ONCE: usize = 64;
+/// How long a refused connection may take to receive its `503`.
+const REFUSE_LINGER: Duration = Duration::from_secs(1);
+/// The answer to a connection over the cap: OpenAI-shaped JSON, which also fits the admin
+/// API's `{"error":{"code","message"}}`.
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\n\
+retry-after: 1\r\n\
+connection: close\r\n\
+content-length: 134\r\n\
+\r\n\
+{\"error\":{\"message\":\"too many open connections to this server; retry shortly\",\"type\":\"server_error\",\"param\":null,\"code\":\"overloaded\"}}";
+
+/// What one listener allows a client to hold. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub body_idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_buffered_request_bytes: usize,
+    pub max_header_bytes: usize,
+    /// How long shutdown waits for open connections.
+    pub grace: Duration,
+}
+
+impl Limits {
+    /// The limits `config` sets, with this shutdown grace period.
+    pub fn new(config: &Config, grace: Duration) -> Limits {
+        Limits {
+            header_read_timeout: config.header_read_timeout,
+            body_idle_timeout: config.body_idle_timeout,
+            max_connections: config.max_connections,
+            max_buffered_request_bytes: config.max_buffered_request_bytes,
+            max_header_bytes: config.max_header_bytes,
+            grace,
+        }
+    }
+}
 
 /// Loads a PEM certificate chain and key into a TLS acceptor (ALPN h2, http/1.1).
 pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
@@ -45,18 +106,18 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
-/// Serves connections until `shutdown` turns true, then waits up to `grace` for open
-/// connections to finish. `handler` is called per request with the peer address.
+/// Serves connections until `shutdown` turns true, then waits up to `limits.grace` for
+/// open connections to finish. `handler` is called per request with the peer address.
 pub async fn serve<H, Fut, B>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
-    grace: Duration,
+    limits: Limits,
 ) where
-    H: Fn(SocketAddr, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    H: Fn(SocketAddr, Request<RequestBody>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
-    B: http_body::Body + Send + 'static,
+    B: Body + Unpin + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
@@ -65,10 +126,22 @@ pub async fn serve<H, Fut, B>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
+        // The head must fit the read buffer; hyper answers 431 past it.
+        .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
+    let buffered = Arc::new(Semaphore::new(
+        limits
+            .max_buffered_request_bytes
+            .min(Semaphore::MAX_PERMITS),
+    ));
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -82,33 +155,48 @@ pub async fn serve<H, Fut, B>(
             },
             _ = shutdown.changed() => break,
         };
+        let Ok(slot) = connections.clone().try_acquire_owned() else {
+            refuse(stream, tls.is_some(), &refusing, limits.max_connections);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let fut = handler(peer, req);
-            async move { Ok::<_, Infallible>(fut.await) }
-        });
+        let activity = Arc::new(Activity::default());
+        let service = {
+            let (handler, activity, buffered) =
+                (handler.clone(), activity.clone(), buffered.clone());
+            let body_idle = limits.body_idle_timeout;
+            hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let in_flight = activity.begin();
+                let (req, held) = RequestBody::wrap(req, body_idle, &buffered);
+                let fut = handler(peer, req);
+                async move {
+                    let resp = fut.await;
+                    // The body is parsed and sent on by now: its bytes no longer count.
+                    drop(held);
+                    Ok::<_, Infallible>(resp.map(|inner| Tracked {
+                        inner,
+                        _in_flight: in_flight,
+                    }))
+                }
+            })
+        };
         let builder = builder.clone();
-        match &tls {
-            None => {
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with error");
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let header_timeout = limits.header_read_timeout;
+        tokio::spawn(async move {
+            let _slot = slot;
+            let result = match tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        r = watcher.watch(conn.into_owned()) => r,
+                        () = activity.idle_too_long(header_timeout) => Ok(()),
                     }
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
+                }
+                Some(acceptor) => {
                     let tls_stream =
-                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
-                            .await
-                        {
+                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => {
                                 tracing::debug!(error = %e, "TLS handshake failed");
@@ -116,24 +204,131 @@ pub async fn serve<H, Fut, B>(
                             }
                             Err(_) => return,
                         };
-                    let conn = builder
-                        .serve_connection(TokioIo::new(tls_stream), service)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(error = %e, "connection ended with error");
+                    let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+                    tokio::select! {
+                        r = watcher.watch(conn.into_owned()) => r,
+                        () = activity.idle_too_long(header_timeout) => Ok(()),
                     }
-                });
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with error");
             }
-        }
+        });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    if tokio::time::timeout(limits.grace, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
-            grace_ms = grace.as_millis() as u64,
+            grace_ms = limits.grace.as_millis() as u64,
             "grace period over, closing remaining connections"
         );
+    }
+}
+
+/// Answers a connection over the cap with [`BUSY_RESPONSE`] and closes it, in a task
+/// bounded in number and time. Plain HTTP only.
+fn refuse(stream: TcpStream, tls: bool, refusing: &Arc<Semaphore>, cap: usize) {
+    tracing::warn!(max_connections = cap, "connection limit reached, refusing");
+    if tls {
+        return;
+    }
+    let Ok(permit) = refusing.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut stream = stream;
+        let _ = tokio::time::timeout(REFUSE_LINGER, async {
+            stream.write_all(BUSY_RESPONSE).await?;
+            stream.shutdown().await?;
+            // Read what the client already sent: closing a socket with unread input
+            // resets it, and the reset can destroy the answer before the client reads it.
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+    });
+}
+
+/// Requests of one connection that are still running (until their response body ends).
+#[derive(Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    changed: Notify,
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_one();
+        InFlight(self.clone())
+    }
+
+    /// Returns once the connection has had no request in flight for `limit`.
+    async fn idle_too_long(&self, limit: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Register before reading the count, so a change in between is not missed.
+            changed.as_mut().enable();
+            if self.in_flight.load(Ordering::SeqCst) > 0 {
+                changed.await;
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(limit) => {
+                    if self.in_flight.load(Ordering::SeqCst) == 0 {
+                        tracing::debug!(idle_ms = limit.as_millis() as u64, "closing idle connection");
+                        return;
+                    }
+                }
+                () = changed => {}
+            }
+        }
+    }
+}
+
+/// One running request; dropped with its response body.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.changed.notify_one();
+        }
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it ends.
+/// Forwards every call untouched.
+struct Tracked<B> {
+    inner: B,
+    _in_flight: InFlight,
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

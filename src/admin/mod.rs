@@ -198,8 +198,9 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
+    let limits = crate::server::Limits::new(&state.config, grace);
     let app = router(state);
-    let handler = move |peer, mut req: http::Request<hyper::body::Incoming>| {
+    let handler = move |peer, mut req: http::Request<crate::server::RequestBody>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         let app = app.clone();
         async move {
@@ -209,5 +210,5 @@ pub async fn serve(
             }
         }
     };
-    crate::server::serve(listener, tls, handler, shutdown, grace).await;
+    crate::server::serve(listener, tls, handler, shutdown, limits).await;
 }

@@ -6,6 +6,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::auth::api_key::KeyFormatError;
 use crate::providers::Dialect;
+use crate::server::BodyError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -37,8 +38,16 @@ pub enum ProxyError {
     BodyTooLarge(usize),
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    #[error("the request body stalled: no bytes arrived for {0} ms")]
+    BodyTimeout(u128),
+    #[error("the proxy is holding too many request bytes for other calls right now; retry shortly")]
+    Busy,
     #[error("method {0} is not supported by the proxy")]
     BadMethod(String),
+    #[error(
+        "protocol upgrades (Upgrade: {0}) are not supported by the proxy: send plain HTTP requests"
+    )]
+    UpgradeRefused(String),
     #[error("upstream did not answer within {0} ms")]
     UpstreamTimeout(u128),
     #[error("upstream unreachable: {0}")]
@@ -48,12 +57,31 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// Why reading a request body (through `Limited`, over the server's
+    /// [`RequestBody`](crate::server::RequestBody)) failed, as the client should hear it.
+    pub fn from_body_error(
+        e: Box<dyn std::error::Error + Send + Sync>,
+        limit: usize,
+    ) -> ProxyError {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return ProxyError::BodyTooLarge(limit);
+        }
+        match e.downcast_ref::<BodyError>() {
+            Some(BodyError::Idle(d)) => ProxyError::BodyTimeout(d.as_millis()),
+            Some(BodyError::Busy) => ProxyError::Busy,
+            _ => ProxyError::BodyRead(e.to_string()),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::UnknownRoute | ProxyError::AzureNotConfigured => StatusCode::NOT_FOUND,
-            ProxyError::DotSegment | ProxyError::BadCustomerId(_) | ProxyError::BodyRead(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::DotSegment
+            | ProxyError::BadCustomerId(_)
+            | ProxyError::BodyRead(_)
+            | ProxyError::UpgradeRefused(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::MissingKey
             | ProxyError::MalformedKey(_)
             | ProxyError::UnknownKey
@@ -76,11 +104,26 @@ impl ProxyError {
                 "not_found_error",
                 "NOT_FOUND",
             ),
-            ProxyError::DotSegment | ProxyError::BodyRead(_) | ProxyError::BadCustomerId(_) => (
+            ProxyError::DotSegment
+            | ProxyError::BodyRead(_)
+            | ProxyError::BadCustomerId(_)
+            | ProxyError::UpgradeRefused(_) => (
                 "invalid_request_error",
                 "invalid_request",
                 "invalid_request_error",
                 "INVALID_ARGUMENT",
+            ),
+            ProxyError::BodyTimeout(_) => (
+                "invalid_request_error",
+                "request_timeout",
+                "invalid_request_error",
+                "DEADLINE_EXCEEDED",
+            ),
+            ProxyError::Busy => (
+                "server_error",
+                "overloaded",
+                "overloaded_error",
+                "UNAVAILABLE",
             ),
             ProxyError::MissingKey
             | ProxyError::MalformedKey(_)
@@ -168,5 +211,30 @@ mod tests {
         assert_eq!(v["error"]["status"], "UNAUTHENTICATED");
 
         assert_eq!(ProxyError::BodyTooLarge(1).status(), 413);
+    }
+
+    #[test]
+    fn stalled_and_busy_bodies_map_to_408_and_503() {
+        let idle = ProxyError::from_body_error(
+            Box::new(BodyError::Idle(std::time::Duration::from_millis(250))),
+            10,
+        );
+        assert_eq!(idle.status(), 408);
+        assert!(idle.to_string().contains("250 ms"));
+        let busy = ProxyError::from_body_error(Box::new(BodyError::Busy), 10);
+        assert_eq!(busy.status(), 503);
+        let r = busy.to_response(Dialect::Anthropic);
+        let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(v["error"]["type"], "overloaded_error");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_maps_to_413() {
+        use http_body_util::{BodyExt, Full, Limited};
+        let e = Limited::new(Full::new(Bytes::from_static(b"0123456789ab")), 10)
+            .collect()
+            .await
+            .unwrap_err();
+        assert_eq!(ProxyError::from_body_error(e, 10).status(), 413);
     }
 }

@@ -20,7 +20,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Either, Full, Limited};
-use hyper::body::Incoming;
 
 use self::auth::{Authed, Mode, Slot};
 use self::error::ProxyError;
@@ -28,6 +27,7 @@ use self::meter::{CallCtx, Meter, MeteredBody};
 use self::request::RequestInfo;
 use crate::providers::openai::UsageChunkFilter;
 use crate::providers::{Dialect, Endpoint, Provider};
+use crate::server::RequestBody;
 use crate::state::AppState;
 
 pub type ProxyBody = Either<MeteredBody, Full<Bytes>>;
@@ -39,7 +39,7 @@ static REQUEST_ID_HEADERS: [header::HeaderName; 3] = [
 ];
 
 /// Serves one proxied request. Never fails: errors become provider-shaped responses.
-pub async fn handle(state: AppState, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(state: AppState, req: Request<RequestBody>) -> Response<ProxyBody> {
     let started = Instant::now();
     let ts_ms = crate::time::now_ms();
     let mut dialect = Dialect::OpenAi;
@@ -66,7 +66,7 @@ pub async fn handle(state: AppState, req: Request<Incoming>) -> Response<ProxyBo
 
 async fn handle_inner(
     state: &AppState,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     started: Instant,
     ts_ms: i64,
     dialect: &mut Dialect,
@@ -88,6 +88,14 @@ async fn handle_inner(
     };
     if parts.method == http::Method::CONNECT {
         return Err(ProxyError::BadMethod(parts.method.to_string()));
+    }
+    // WebSocket and h2c upgrades would turn the call into a tunnel nobody meters.
+    if let Some(u) = parts.headers.get(header::UPGRADE) {
+        let shown = String::from_utf8_lossy(u.as_bytes())
+            .chars()
+            .take(32)
+            .collect();
+        return Err(ProxyError::UpgradeRefused(shown));
     }
     let endpoint = Endpoint::from_path(rest);
 
@@ -129,12 +137,10 @@ async fn handle_inner(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ProxyError::BodyTooLarge(limit));
     }
+    // The server's body type enforces the idle timeout and the buffered-bytes budget.
     let body = match Limited::new(body, limit).collect().await {
         Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(ProxyError::BodyTooLarge(limit));
-        }
-        Err(e) => return Err(ProxyError::BodyRead(e.to_string())),
+        Err(e) => return Err(ProxyError::from_body_error(e, limit)),
     };
     let info = RequestInfo::parse(&body);
     ctx.request_model = info.model.clone();

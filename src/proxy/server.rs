@@ -15,6 +15,7 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
+    let limits = crate::server::Limits::new(&state.config, grace);
     let handler = move |_peer, req| super::handle(state.clone(), req);
-    crate::server::serve(listener, tls, handler, shutdown, grace).await;
+    crate::server::serve(listener, tls, handler, shutdown, limits).await;
 }
