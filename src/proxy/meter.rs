@@ -17,7 +17,7 @@ use tokio::time::Sleep;
 
 use crate::auth::keys::KeyOwner;
 use crate::pricing::PriceContext;
-use crate::providers::decode::ContentDecoder;
+use crate::providers::decode::{ContentDecoder, DecodeError};
 use crate::providers::openai::UsageChunkFilter;
 use crate::providers::{Endpoint, ParsedUsage, Provider, UsageParser};
 use crate::state::AppState;
@@ -60,8 +60,18 @@ pub struct Meter {
     parser: Box<dyn UsageParser>,
     upstream_request_id: Option<String>,
     ttft_ms: Option<u64>,
-    /// Set when the copy could not be decoded: usage is then unknown.
-    unreadable: bool,
+    copy: CopyState,
+}
+
+/// Whether the metering copy can still be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CopyState {
+    Readable,
+    /// A `Content-Encoding` the decoder does not know (zstd, stacked codings) or a body
+    /// past the decoder's cap: usage is unknown, the body itself may be fine.
+    Unreadable,
+    /// The compressed body was corrupt or cut short: the upstream sent a broken body.
+    Broken,
 }
 
 impl Meter {
@@ -73,7 +83,11 @@ impl Meter {
         upstream_request_id: Option<String>,
     ) -> Meter {
         let decoder = ContentDecoder::for_encoding(content_encoding);
-        let unreadable = decoder.is_none();
+        let copy = if decoder.is_some() {
+            CopyState::Readable
+        } else {
+            CopyState::Unreadable
+        };
         let parser: Box<dyn UsageParser> = if ctx.billable {
             crate::providers::parser_for(ctx.provider, ctx.endpoint, streamed)
         } else {
@@ -87,7 +101,7 @@ impl Meter {
             parser,
             upstream_request_id,
             ttft_ms: None,
-            unreadable,
+            copy,
         }
     }
 
@@ -95,18 +109,15 @@ impl Meter {
         if self.ttft_ms.is_none() {
             self.ttft_ms = Some(elapsed_ms(self.ctx.started));
         }
-        if self.unreadable {
+        if self.copy != CopyState::Readable {
             return;
         }
         let Some(decoder) = self.decoder.as_mut() else {
             return;
         };
         let parser = &mut self.parser;
-        if decoder
-            .decode(chunk, &mut |plain| parser.feed(plain))
-            .is_err()
-        {
-            self.unreadable = true;
+        if let Err(e) = decoder.decode(chunk, &mut |plain| parser.feed(plain)) {
+            self.copy = copy_state_after(&e);
         }
     }
 
@@ -114,17 +125,26 @@ impl Meter {
     pub fn finish(mut self, end: End) {
         if let Some(d) = self.decoder.as_mut()
             && end == End::Complete
-            && d.finish().is_err()
+            && self.copy == CopyState::Readable
+            && let Err(e) = d.finish()
         {
             // A truncated compressed body: what was parsed is a lower bound.
-            self.unreadable = true;
+            self.copy = copy_state_after(&e);
         }
         let parsed = self.parser.finish();
-        let complete = parsed.complete && end == End::Complete && !self.unreadable;
+        let readable = self.copy == CopyState::Readable;
+        let complete = parsed.complete && end == End::Complete && readable;
+        // A stream of a known API that ended without its final event (an `event: error`,
+        // or a clean close before `[DONE]` / `message_stop`) broke on the upstream's side.
+        let stream_broke =
+            self.streamed && readable && !parsed.complete && self.ctx.endpoint != Endpoint::Other;
         let outcome = match end {
             End::Cancelled => Outcome::Cancelled,
             _ if self.status >= 400 => Outcome::UpstreamError,
             End::UpstreamFailed => Outcome::UpstreamError,
+            End::Complete if stream_broke || self.copy == CopyState::Broken => {
+                Outcome::UpstreamError
+            }
             End::Complete => Outcome::Ok,
         };
         let latency_ms = elapsed_ms(self.ctx.started);
@@ -145,6 +165,14 @@ impl Meter {
 }
 
 /// The parser for calls that are not billed: reports no usage.
+/// What a decode error says about the body: a cap we set, or a broken upstream body.
+fn copy_state_after(e: &DecodeError) -> CopyState {
+    match e {
+        DecodeError::TooLarge { .. } => CopyState::Unreadable,
+        DecodeError::Corrupt { .. } | DecodeError::Truncated { .. } => CopyState::Broken,
+    }
+}
+
 struct NotBilled;
 
 impl UsageParser for NotBilled {
@@ -295,14 +323,25 @@ impl MeteredBody {
     }
 }
 
+/// Why a response body stopped before its end. Returned to hyper, which then aborts the
+/// response (HTTP/1.1: closes the connection without the last chunk; h2: resets the
+/// stream), so the client sees a failed body rather than a clean, short one.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("the upstream sent nothing for {} ms", .0.as_millis())]
+    Idle(Duration),
+    #[error("the upstream connection failed: {0}")]
+    Upstream(#[from] hyper::Error),
+}
+
 impl Body for MeteredBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = StreamError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
         let this = &mut *self;
         loop {
             if let Some(b) = this.ready.pop_front() {
@@ -320,7 +359,7 @@ impl Body for MeteredBody {
                             "upstream stream idle, closing"
                         );
                         this.end(End::UpstreamFailed);
-                        return Poll::Ready(None);
+                        return Poll::Ready(Some(Err(StreamError::Idle(this.idle_timeout))));
                     }
                     return Poll::Pending;
                 }
@@ -336,7 +375,7 @@ impl Body for MeteredBody {
                 }
                 Some(Err(e)) => {
                     this.end(End::UpstreamFailed);
-                    return Poll::Ready(Some(Err(e)));
+                    return Poll::Ready(Some(Err(StreamError::Upstream(e))));
                 }
                 Some(Ok(frame)) => {
                     let frame = match frame.into_data() {
