@@ -31,9 +31,11 @@ pub async fn build_core(config: Config) -> anyhow::Result<Core> {
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let db_path = config.data_dir.join(DB_FILE);
     let faults = config.storage_faults.clone();
-    let store = tokio::task::spawn_blocking(move || crate::store::Store::open_with_faults(&db_path, faults))
-        .await?
-        .context("opening the database (is another llmobserve using this data dir?)")?;
+    let store = tokio::task::spawn_blocking(move || {
+        crate::store::Store::open_with_faults(&db_path, faults)
+    })
+    .await?
+    .context("opening the database (is another llmobserve using this data dir?)")?;
 
     let mut prices = PriceTable::embedded().context("loading embedded price tables")?;
     if let Some(path) = &config.pricing_file {

@@ -18,11 +18,15 @@ use llmobserve::store::{FaultSwitch, Store};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const CHAT: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
-const MESSAGES: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":100,"stream":true,"messages":[]}"#;
+const MESSAGES: &str =
+    r#"{"model":"claude-sonnet-4-5","max_tokens":100,"stream":true,"messages":[]}"#;
 
 #[tokio::test]
 async fn a_failing_disk_keeps_proxying_and_loses_no_event() {
-    let mock = MockUpstream::tls().json("/v1/chat/completions", "openai/chat_completion.json").start().await;
+    let mock = MockUpstream::tls()
+        .json("/v1/chat/completions", "openai/chat_completion.json")
+        .start()
+        .await;
     let faults = Arc::new(FaultSwitch::default());
     let f = faults.clone();
     let app = TestApp::spawn_with(&mock.base_url(), move |c| c.storage_faults = Some(f)).await;
@@ -48,23 +52,58 @@ async fn a_failing_disk_keeps_proxying_and_loses_no_event() {
     }
     // The writer notices, says so on /healthz and in /metrics, and keeps the events.
     let health = wait_for(|| async {
-        let v: serde_json::Value = app.http.get(format!("{}/healthz", app.admin)).send().await.unwrap().json().await.unwrap();
+        let v: serde_json::Value = app
+            .http
+            .get(format!("{}/healthz", app.admin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         (v["status"] == "degraded").then_some(v)
     })
     .await;
     assert_eq!(health["events_dropped"], 0);
-    let metrics = app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
-    assert!(metric(&metrics, "llmobserve_writer_errors_total") >= 1, "{metrics}");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metric(&metrics, "llmobserve_writer_errors_total") >= 1,
+        "{metrics}"
+    );
 
     faults.set_failing(false);
     let ev = app.wait_events(&acct.user_id, 21).await;
     assert_eq!(ev.len(), 21, "every event written once the disk recovers");
     let ids: std::collections::HashSet<_> = ev.iter().map(|e| e.id.clone()).collect();
     assert_eq!(ids.len(), 21, "no duplicates");
-    let metrics = app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(metric(&metrics, "llmobserve_events_dropped_total"), 0);
     assert!(metric(&metrics, "llmobserve_store_reopens_total") >= 1);
-    let v: serde_json::Value = app.http.get(format!("{}/healthz", app.admin)).send().await.unwrap().json().await.unwrap();
+    let v: serde_json::Value = app
+        .http
+        .get(format!("{}/healthz", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["status"], "ok");
 }
 
@@ -102,18 +141,40 @@ fn bin() -> &'static str {
 
 fn create_account(data_dir: &Path) -> String {
     let out = std::process::Command::new(bin())
-        .args(["--data-dir", data_dir.to_str().unwrap(), "account", "create", "--email", "crash@example.com"])
+        .args([
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "account",
+            "create",
+            "--email",
+            "crash@example.com",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    stdout.lines().find(|l| l.starts_with("llmo_sk_")).expect("key printed").to_owned()
+    stdout
+        .lines()
+        .find(|l| l.starts_with("llmo_sk_"))
+        .expect("key printed")
+        .to_owned()
 }
 
 async fn start_server(data_dir: &Path, upstream: &str) -> Server {
     let mut child = tokio::process::Command::new(bin())
         .args(["--data-dir", data_dir.to_str().unwrap()])
-        .args(["--proxy-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--log-format", "json"])
+        .args([
+            "--proxy-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
         .args(["--shutdown-grace-ms", "10000"])
         .env("LLMO_OPENAI_BASE_URL", upstream)
         .env("LLMO_ANTHROPIC_BASE_URL", upstream)
@@ -161,7 +222,13 @@ type Finished = Arc<Mutex<HashMap<String, Instant>>>;
 
 /// Sends ~`rate` requests per second (half streaming) until `stop`, each tagged with a
 /// unique customer id; records when each response body was fully read.
-fn load(proxy: String, key: String, rate: u32, run: Duration, tag: &'static str) -> (Finished, tokio::task::JoinHandle<u64>) {
+fn load(
+    proxy: String,
+    key: String,
+    rate: u32,
+    run: Duration,
+    tag: &'static str,
+) -> (Finished, tokio::task::JoinHandle<u64>) {
     let finished: Finished = Arc::default();
     let f = finished.clone();
     let handle = tokio::spawn(async move {
@@ -172,7 +239,11 @@ fn load(proxy: String, key: String, rate: u32, run: Duration, tag: &'static str)
         let mut tasks = Vec::new();
         while start.elapsed() < run {
             let id = format!("{tag}-{n}");
-            let (path, body) = if n % 2 == 0 { ("/v1/chat/completions", CHAT) } else { ("/anthropic/v1/messages", MESSAGES) };
+            let (path, body) = if n % 2 == 0 {
+                ("/v1/chat/completions", CHAT)
+            } else {
+                ("/anthropic/v1/messages", MESSAGES)
+            };
             let req = http
                 .post(format!("{proxy}{path}"))
                 .header("x-llmobserve-key", &key)
@@ -200,9 +271,15 @@ fn load(proxy: String, key: String, rate: u32, run: Duration, tag: &'static str)
 }
 
 fn stored_customers(data_dir: &Path) -> Vec<String> {
-    let store = Store::open(&data_dir.join("llmobserve.redb")).expect("database reopens after the crash");
+    let store =
+        Store::open(&data_dir.join("llmobserve.redb")).expect("database reopens after the crash");
     let mut all = Vec::new();
-    let users: Vec<_> = store.all_api_keys().unwrap().into_iter().map(|k| k.user_id).collect();
+    let users: Vec<_> = store
+        .all_api_keys()
+        .unwrap()
+        .into_iter()
+        .map(|k| k.user_id)
+        .collect();
     for u in users {
         for e in store.events_desc(&u, None, usize::MAX, |_| true).unwrap() {
             all.push(e.customer_id.unwrap_or_default());
@@ -222,7 +299,13 @@ async fn sigkill_under_load_keeps_every_finished_event_exactly_once() {
     for round in 0..3 {
         let tag: &'static str = ["a", "b", "c"][round];
         let mut server = start_server(dir.path(), &mock.base_url()).await;
-        let (finished, sender) = load(server.proxy.clone(), key.clone(), 250, Duration::from_secs(4), tag);
+        let (finished, sender) = load(
+            server.proxy.clone(),
+            key.clone(),
+            250,
+            Duration::from_secs(4),
+            tag,
+        );
         tokio::time::sleep(Duration::from_millis(1500)).await;
         server.child.start_kill().unwrap();
         let killed_at = Instant::now();
@@ -235,16 +318,31 @@ async fn sigkill_under_load_keeps_every_finished_event_exactly_once() {
         for c in &stored {
             *seen.entry(c.clone()).or_insert(0) += 1;
         }
-        assert!(seen.values().all(|n| *n == 1), "duplicate events after round {round}");
+        assert!(
+            seen.values().all(|n| *n == 1),
+            "duplicate events after round {round}"
+        );
         let finished = finished.lock().unwrap().clone();
         let must_have: Vec<_> = finished
             .iter()
             .filter(|(_, t)| **t + margin < killed_at)
             .map(|(id, _)| id.clone())
             .collect();
-        assert!(must_have.len() > 100, "round {round}: only {} calls finished before the kill", must_have.len());
-        let missing: Vec<_> = must_have.iter().filter(|id| !seen.contains_key(*id)).collect();
-        assert!(missing.is_empty(), "round {round}: {} finished calls lost: {:?}", missing.len(), &missing[..missing.len().min(5)]);
+        assert!(
+            must_have.len() > 100,
+            "round {round}: only {} calls finished before the kill",
+            must_have.len()
+        );
+        let missing: Vec<_> = must_have
+            .iter()
+            .filter(|id| !seen.contains_key(*id))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "round {round}: {} finished calls lost: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
     }
 }
 
@@ -254,12 +352,24 @@ async fn sigterm_under_load_finishes_open_streams_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let key = create_account(dir.path());
     let mut server = start_server(dir.path(), &mock.base_url()).await;
-    let (finished, sender) = load(server.proxy.clone(), key.clone(), 250, Duration::from_millis(1500), "t");
+    let (finished, sender) = load(
+        server.proxy.clone(),
+        key.clone(),
+        250,
+        Duration::from_millis(1500),
+        "t",
+    );
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let pid = server.child.id().unwrap();
-    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(15), server.child.wait()).await.expect("exits within the grace period").unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(15), server.child.wait())
+        .await
+        .expect("exits within the grace period")
+        .unwrap();
     assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
     sender.await.unwrap();
     // Streams in flight at SIGTERM were allowed to finish (mock saw them complete).
@@ -270,6 +380,9 @@ async fn sigterm_under_load_finishes_open_streams_and_loses_nothing() {
     let stored_set: std::collections::HashSet<_> = stored.iter().cloned().collect();
     assert_eq!(stored_set.len(), stored.len(), "no duplicates");
     for id in finished.keys() {
-        assert!(stored_set.contains(id), "finished call {id} has no event after SIGTERM");
+        assert!(
+            stored_set.contains(id),
+            "finished call {id} has no event after SIGTERM"
+        );
     }
 }

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use redb::backends::FileBackend;
-use redb::{BackendError, Database, ReadTransaction, ReadableDatabase, StorageBackend, WriteTransaction};
+use redb::{
+    BackendError, Database, ReadTransaction, ReadableDatabase, StorageBackend, WriteTransaction,
+};
 
 use super::StoreError;
 
@@ -41,7 +43,10 @@ pub(super) struct DbHandle {
 }
 
 impl DbHandle {
-    pub(super) fn open(path: &Path, faults: Option<Arc<FaultSwitch>>) -> Result<DbHandle, StoreError> {
+    pub(super) fn open(
+        path: &Path,
+        faults: Option<Arc<FaultSwitch>>,
+    ) -> Result<DbHandle, StoreError> {
         let db = open_db(path, faults.as_ref())?;
         Ok(DbHandle {
             path: path.to_owned(),
