@@ -8,14 +8,13 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::app::TestApp;
-use common::mock_upstream::{MockUpstream, MockUpstreamHandle, Reply, ca_pem_path, fixture};
+use common::mock_upstream::{MockUpstream, MockUpstreamHandle, Reply, fixture};
+use common::process::{create_account, start_server};
 use llmobserve::store::{FaultSwitch, Store};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const CHAT: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
 const MESSAGES: &str =
@@ -130,79 +129,6 @@ where
 
 // ---- the real binary, killed under load ----
 
-struct Server {
-    child: tokio::process::Child,
-    proxy: String,
-}
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_llmobserve")
-}
-
-fn create_account(data_dir: &Path) -> String {
-    let out = std::process::Command::new(bin())
-        .args([
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            "account",
-            "create",
-            "--email",
-            "crash@example.com",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    stdout
-        .lines()
-        .find(|l| l.starts_with("llmo_sk_"))
-        .expect("key printed")
-        .to_owned()
-}
-
-async fn start_server(data_dir: &Path, upstream: &str) -> Server {
-    let mut child = tokio::process::Command::new(bin())
-        .args(["--data-dir", data_dir.to_str().unwrap()])
-        .args([
-            "--proxy-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
-        .args(["--shutdown-grace-ms", "10000"])
-        .env("LLMO_OPENAI_BASE_URL", upstream)
-        .env("LLMO_ANTHROPIC_BASE_URL", upstream)
-        .env("LLMO_UPSTREAM_CA", ca_pem_path())
-        .env("LLMO_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let proxy = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && let Some(p) = v["fields"]["proxy"].as_str()
-            {
-                return p.to_owned();
-            }
-        }
-        panic!("server exited before listening");
-    })
-    .await
-    .expect("server starts");
-    // Keep draining its output so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Server { child, proxy }
-}
-
 async fn crash_mock() -> MockUpstreamHandle {
     MockUpstream::tls()
         .json("/v1/chat/completions", "openai/chat_completion.json")
@@ -292,13 +218,13 @@ fn stored_customers(data_dir: &Path) -> Vec<String> {
 async fn sigkill_under_load_keeps_every_finished_event_exactly_once() {
     let mock = crash_mock().await;
     let dir = tempfile::tempdir().unwrap();
-    let key = create_account(dir.path());
+    let key = create_account(dir.path(), "crash@example.com");
     // Group commit has no fixed window: a batch is whatever queued while the previous
     // commit ran. 50 ms bounds one commit here; 100 ms on top per the requirement.
     let margin = Duration::from_millis(150);
     for round in 0..3 {
         let tag: &'static str = ["a", "b", "c"][round];
-        let mut server = start_server(dir.path(), &mock.base_url()).await;
+        let mut server = start_server(dir.path(), &mock.base_url(), "info").await;
         let (finished, sender) = load(
             server.proxy.clone(),
             key.clone(),
@@ -350,8 +276,8 @@ async fn sigkill_under_load_keeps_every_finished_event_exactly_once() {
 async fn sigterm_under_load_finishes_open_streams_and_loses_nothing() {
     let mock = crash_mock().await;
     let dir = tempfile::tempdir().unwrap();
-    let key = create_account(dir.path());
-    let mut server = start_server(dir.path(), &mock.base_url()).await;
+    let key = create_account(dir.path(), "crash@example.com");
+    let mut server = start_server(dir.path(), &mock.base_url(), "info").await;
     let (finished, sender) = load(
         server.proxy.clone(),
         key.clone(),
@@ -360,17 +286,7 @@ async fn sigterm_under_load_finishes_open_streams_and_loses_nothing() {
         "t",
     );
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let pid = server.child.id().unwrap();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(15), server.child.wait())
-        .await
-        .expect("exits within the grace period")
-        .unwrap();
-    assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
+    server.terminate().await;
     sender.await.unwrap();
     // Streams in flight at SIGTERM were allowed to finish (mock saw them complete).
     assert!(mock.completed_streams() > 0);

@@ -1,3 +1,4 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 pub mod app;
 pub mod mock_upstream;
+pub mod process;
