@@ -295,6 +295,11 @@ pub struct MeteredBody {
     idle_timeout: Duration,
     idle: Pin<Box<Sleep>>,
     ended: bool,
+    /// Why the body stopped early, handed to hyper only after it could flush what came
+    /// before: hyper discards unwritten bytes when a body fails.
+    failed: Option<StreamError>,
+    /// Whether hyper was given that chance (one `Pending`).
+    flush_offered: bool,
 }
 
 impl MeteredBody {
@@ -312,7 +317,19 @@ impl MeteredBody {
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             ended: false,
+            failed: None,
+            flush_offered: false,
         }
+    }
+
+    /// Ends the call as failed: what the filter still holds goes out first, then the
+    /// error (see `failed`).
+    fn fail(&mut self, e: StreamError) {
+        if let Some(rest) = self.filter.as_mut().and_then(|f| f.finish()) {
+            self.ready.push_back(rest);
+        }
+        self.end(End::UpstreamFailed);
+        self.failed = Some(e);
     }
 
     fn end(&mut self, how: End) {
@@ -347,6 +364,15 @@ impl Body for MeteredBody {
             if let Some(b) = this.ready.pop_front() {
                 return Poll::Ready(Some(Ok(Frame::data(b))));
             }
+            if this.failed.is_some() {
+                if !this.flush_offered {
+                    // hyper flushes its write buffer when the body is pending.
+                    this.flush_offered = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                return Poll::Ready(this.failed.take().map(Err));
+            }
             if this.ended {
                 return Poll::Ready(None);
             }
@@ -358,8 +384,8 @@ impl Body for MeteredBody {
                             idle_ms = this.idle_timeout.as_millis() as u64,
                             "upstream stream idle, closing"
                         );
-                        this.end(End::UpstreamFailed);
-                        return Poll::Ready(Some(Err(StreamError::Idle(this.idle_timeout))));
+                        this.fail(StreamError::Idle(this.idle_timeout));
+                        continue;
                     }
                     return Poll::Pending;
                 }
@@ -374,8 +400,8 @@ impl Body for MeteredBody {
                     continue;
                 }
                 Some(Err(e)) => {
-                    this.end(End::UpstreamFailed);
-                    return Poll::Ready(Some(Err(StreamError::Upstream(e))));
+                    this.fail(StreamError::Upstream(e));
+                    continue;
                 }
                 Some(Ok(frame)) => {
                     let frame = match frame.into_data() {
