@@ -142,6 +142,8 @@ pub async fn serve<H, Fut, B>(
             .max_buffered_request_bytes
             .min(Semaphore::MAX_PERMITS),
     ));
+    // Logged once per stretch at the cap, not once per refused connection.
+    let mut at_cap = false;
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -156,9 +158,17 @@ pub async fn serve<H, Fut, B>(
             _ = shutdown.changed() => break,
         };
         let Ok(slot) = connections.clone().try_acquire_owned() else {
-            refuse(stream, tls.is_some(), &refusing, limits.max_connections);
+            if !at_cap {
+                at_cap = true;
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    "connection limit reached, refusing new connections"
+                );
+            }
+            refuse(stream, tls.is_some(), &refusing);
             continue;
         };
+        at_cap = false;
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::default());
         let service = {
@@ -230,8 +240,7 @@ pub async fn serve<H, Fut, B>(
 
 /// Answers a connection over the cap with [`BUSY_RESPONSE`] and closes it, in a task
 /// bounded in number and time. Plain HTTP only.
-fn refuse(stream: TcpStream, tls: bool, refusing: &Arc<Semaphore>, cap: usize) {
-    tracing::warn!(max_connections = cap, "connection limit reached, refusing");
+fn refuse(stream: TcpStream, tls: bool, refusing: &Arc<Semaphore>) {
     if tls {
         return;
     }
@@ -330,5 +339,23 @@ impl<B: Body + Unpin> Body for Tracked<B> {
     #[inline]
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_busy_answer_declares_its_true_length() {
+        let text = std::str::from_utf8(BUSY_RESPONSE).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let declared = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap();
+        assert_eq!(declared.parse::<usize>().unwrap(), body.len());
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "overloaded");
     }
 }
