@@ -110,6 +110,21 @@ pub async fn logout(State(s): State<AdminState>, req: axum::extract::Request) ->
     {
         return e.into_response();
     }
+    // End the presented session for good, not just in this browser: a copy of the
+    // token (a script, another tab) must stop working too.
+    if let Ok((token, _)) = super::extract::session_token(&parts.headers)
+        && let Ok(claims) = s.jwt.verify(token)
+    {
+        let now = crate::auth::jwt::now_secs();
+        s.revoked.insert(&claims.jti, claims.exp, now);
+        let store = s.app.store.clone();
+        let stored =
+            tokio::task::spawn_blocking(move || store.revoke_session(&claims.jti, claims.exp, now))
+                .await;
+        if !matches!(stored, Ok(Ok(()))) {
+            tracing::error!("could not persist a logout; the session stays ended until restart");
+        }
+    }
     let mut resp = StatusCode::NO_CONTENT.into_response();
     set_cookie(resp.headers_mut(), &clear_cookie(&s));
     resp

@@ -46,6 +46,11 @@ impl FromRequestParts<AdminState> for AuthUser {
             check_origin(&parts.headers, &parts.uri, state)?;
         }
         let claims = state.jwt.verify(token)?;
+        if state.revoked.contains(&claims.jti) {
+            return Err(ApiError::Unauthenticated(
+                "session ended (logged out): log in again",
+            ));
+        }
         let store = state.app.store.clone();
         let user_id = claims.sub.clone();
         let user = tokio::task::spawn_blocking(move || store.user(&user_id))
@@ -68,7 +73,7 @@ fn changes_state(m: &Method) -> bool {
 
 /// The session token and whether it came from the cookie. A request with an
 /// `Authorization` header is judged by it alone.
-fn session_token(headers: &HeaderMap) -> Result<(&str, bool), ApiError> {
+pub fn session_token(headers: &HeaderMap) -> Result<(&str, bool), ApiError> {
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         let v = v
             .to_str()

@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::auth::jwt::JwtKeys;
+use crate::auth::sessions::RevokedSessions;
 use crate::state::AppState;
 
 pub mod api_routes;
@@ -49,11 +50,22 @@ pub struct AdminState {
     pub jwt: Arc<JwtKeys>,
     pub limiter: Arc<RateLimiter>,
     pub hashing: Arc<HashGate>,
+    /// Sessions ended by logout before their expiry.
+    pub revoked: Arc<RevokedSessions>,
 }
 
 impl AdminState {
+    /// Blocking: loads the logged-out sessions from the store (called once at start).
     pub fn new(app: AppState) -> AdminState {
+        let revoked = match app.store.revoked_sessions(crate::auth::jwt::now_secs()) {
+            Ok(entries) => RevokedSessions::from_entries(entries),
+            Err(e) => {
+                tracing::error!(error = %e, "could not load logged-out sessions");
+                RevokedSessions::default()
+            }
+        };
         AdminState {
+            revoked: Arc::new(revoked),
             jwt: Arc::new(JwtKeys::new(&app.jwt_secret)),
             limiter: Arc::new(RateLimiter::new(
                 rate_limit::AUTH_BURST,

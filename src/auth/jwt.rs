@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 
 /// Longest session: 7 days.
 pub const SESSION_TTL_SECS: u64 = 7 * 24 * 3600;
-/// Clock skew tolerated on `exp`, in seconds.
+/// Clock skew tolerated on `exp` and `iat`, in seconds.
 const LEEWAY_SECS: u64 = 5;
+/// Longest token we decode: ours are ~250 bytes; anything huge is refused unread.
+const MAX_TOKEN_BYTES: usize = 4096;
 
 /// What a session token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,13 +102,17 @@ impl JwtKeys {
     /// longer than we ever issue. Does not look the account up.
     pub fn verify(&self, token: &str) -> Result<Claims, JwtError> {
         use jsonwebtoken::errors::ErrorKind;
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(JwtError::Invalid);
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => JwtError::Expired,
                 _ => JwtError::Invalid,
             })?;
         let c = data.claims;
-        if c.exp.saturating_sub(c.iat) > SESSION_TTL_SECS {
+        // Never issued with a longer life, and never issued in the future.
+        if c.exp.saturating_sub(c.iat) > SESSION_TTL_SECS || c.iat > now_secs() + LEEWAY_SECS {
             return Err(JwtError::Invalid);
         }
         Ok(c)

@@ -5,3 +5,4 @@ pub mod jwt;
 pub mod keys;
 pub mod password;
 pub mod secrets;
+pub mod sessions;

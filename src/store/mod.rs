@@ -12,6 +12,7 @@ use redb::ReadableTable;
 mod handle;
 pub mod model;
 pub mod query;
+pub mod sessions;
 pub mod tables;
 pub mod writer;
 
