@@ -3,8 +3,8 @@
 //!
 //! Query parameters shared by the query routes: `from`, `to` (RFC 3339; the range is
 //! `[from, to)`, default all time up to now), `customer_id`, `provider`, `model`
-//! (exact matches). Totals come from the hourly rollups plus at most two partial edge
-//! hours of events (`store::query`). Money is an exact decimal string.
+//! (exact matches). Totals come from the daily and hourly rollups plus at most two
+//! partial edge hours of events (`store::query`). Money is an exact decimal string.
 
 use std::collections::BTreeMap;
 

@@ -82,6 +82,7 @@ impl Store {
             w.open_table(PROVIDER_KEYS)?;
             w.open_table(EVENTS)?;
             w.open_table(ROLLUP_HOURLY)?;
+            query::backfill_daily_rollups(&w)?;
         }
         w.commit()?;
         Ok(Store { db: Arc::new(db) })
@@ -183,10 +184,12 @@ impl Store {
                 .retain_in((user_id, "")..(next_user.as_str(), ""), |_, _| false)?;
             w.open_table(EVENTS)?
                 .retain_in((user_id, 0u128)..=(user_id, u128::MAX), |_, _| false)?;
-            w.open_table(ROLLUP_HOURLY)?.retain_in(
-                (user_id, i64::MIN, "", "", "")..(next_user.as_str(), i64::MIN, "", "", ""),
-                |_, _| false,
-            )?;
+            for table in [ROLLUP_HOURLY, ROLLUP_DAILY] {
+                w.open_table(table)?.retain_in(
+                    (user_id, i64::MIN, "", "", "")..(next_user.as_str(), i64::MIN, "", "", ""),
+                    |_, _| false,
+                )?;
+            }
             user
         };
         w.commit()?;
@@ -322,17 +325,14 @@ impl Store {
                 *lu = (*lu).max(e.ts_ms);
             }
             drop(ev);
-            let mut ru = w.open_table(ROLLUP_HOURLY)?;
-            for (k, add) in rollups {
-                let key = (k.user, k.hour, k.provider, k.model, k.customer);
-                let mut t = match ru.get(key)? {
-                    Some(v) => decode_totals(v.value()),
-                    None => Totals::default(),
-                };
-                t.merge(&add);
-                ru.insert(key, encode_totals(&t).as_slice())?;
+            let mut daily: HashMap<RollupKey<'_>, Totals> = HashMap::new();
+            for (k, t) in &rollups {
+                let day = query::Bucket::Day.start(k.start);
+                let key = RollupKey { start: day, ..*k };
+                daily.entry(key).or_default().merge(t);
             }
-            drop(ru);
+            merge_rollups(&mut w.open_table(ROLLUP_HOURLY)?, rollups)?;
+            merge_rollups(&mut w.open_table(ROLLUP_DAILY)?, daily)?;
             let mut keys = w.open_table(API_KEYS)?;
             for (key_id, ts) in last_used {
                 let rec: Option<ApiKeyRecord> = match keys.get(key_id)? {
@@ -403,10 +403,28 @@ fn key_belongs_to(record: &[u8], user_id: &str) -> bool {
     serde_json::from_slice::<ApiKeyRecord>(record).is_ok_and(|k| k.user_id == user_id)
 }
 
-#[derive(Hash, PartialEq, Eq)]
+/// Adds `adds` into a rollup table's rows.
+fn merge_rollups(
+    table: &mut redb::Table<'_, RollupKeyType, &'static [u8]>,
+    adds: HashMap<RollupKey<'_>, Totals>,
+) -> Result<()> {
+    for (k, add) in adds {
+        let key = (k.user, k.start, k.provider, k.model, k.customer);
+        let mut t = match table.get(key)? {
+            Some(v) => decode_totals(v.value()),
+            None => Totals::default(),
+        };
+        t.merge(&add);
+        table.insert(key, encode_totals(&t).as_slice())?;
+    }
+    Ok(())
+}
+
+#[derive(Hash, PartialEq, Eq, Clone, Copy)]
 struct RollupKey<'a> {
     user: &'a str,
-    hour: i64,
+    /// Start of the hour (or day, for daily rows), Unix ms.
+    start: i64,
     provider: &'a str,
     model: &'a str,
     customer: &'a str,
@@ -416,7 +434,7 @@ impl<'a> RollupKey<'a> {
     fn of(e: &'a CostEvent) -> Self {
         RollupKey {
             user: &e.user_id,
-            hour: crate::time::hour_floor(e.ts_ms),
+            start: crate::time::hour_floor(e.ts_ms),
             provider: e.provider.as_str(),
             model: e.model.as_deref().unwrap_or(""),
             customer: e.customer_id.as_deref().unwrap_or(""),

@@ -3,16 +3,21 @@
 //! every method here blocks on redb reads).
 //!
 //! Totals never scan raw events for whole hours: a range `[from, to)` is split into
-//! the whole UTC hours inside it, answered from `ROLLUP_HOURLY`, and at most two
-//! partial edge hours, summed from the raw events of those edges only. So a query
-//! reads at most two hours of events whatever the range, and its numbers are exact.
+//! the whole UTC days inside it (answered from `ROLLUP_DAILY`), the whole hours
+//! around them (`ROLLUP_HOURLY`), and at most two partial edge hours, summed from
+//! the raw events of those edges only. So a query reads at most two hours of events
+//! and a few days' worth of hourly rows whatever the range, and its numbers are exact.
 
 use std::collections::{BTreeMap, HashMap};
 
-use redb::ReadTransaction;
+use redb::{
+    ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
 
 use super::model::{CostEvent, Totals};
-use super::tables::{EVENTS, ROLLUP_HOURLY, decode_totals};
+use super::tables::{
+    EVENTS, ROLLUP_DAILY, ROLLUP_HOURLY, RollupKeyType, decode_totals, encode_totals,
+};
 use super::{Result, Store};
 use crate::providers::Provider;
 use crate::time::{DAY_MS, HOUR_MS, hour_floor};
@@ -63,41 +68,61 @@ impl QueryFilter {
     }
 }
 
-/// Totals of one (hour, provider, model, customer): a rollup row, or one edge event.
-/// `model` and `customer` are "" when the call had none.
+/// Totals of one (hour or day, provider, model, customer): a rollup row, or one edge
+/// event. `model` and `customer` are "" when the call had none.
 #[derive(Debug, Clone, Copy)]
 pub struct Slice<'a> {
-    pub hour_ms: i64,
+    /// Start of the hour the totals fall in, or of the UTC day for daily rows (only
+    /// given when the caller allowed day resolution).
+    pub start_ms: i64,
     pub provider: &'a str,
     pub model: &'a str,
     pub customer: &'a str,
     pub totals: Totals,
 }
 
-/// How a range is read: whole hours from rollups, the partial edges from events.
+/// How a range is read: whole days from daily rollups, whole hours from hourly
+/// rollups, the partial edge hours from events. Every part is `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Plan {
-    whole_hours: Option<(i64, i64)>,
+    days: Option<(i64, i64)>,
+    hours: [Option<(i64, i64)>; 2],
     edges: [Option<(i64, i64)>; 2],
 }
 
 impl Plan {
-    fn of(from: i64, to: i64) -> Plan {
-        let first_whole = hour_floor(from.saturating_add(HOUR_MS - 1));
-        let last_whole_end = hour_floor(to);
-        if first_whole >= last_whole_end {
+    /// `use_days`: whether the caller can take day-resolution slices.
+    fn of(from: i64, to: i64, use_days: bool) -> Plan {
+        let first_hour = hour_floor(from.saturating_add(HOUR_MS - 1));
+        let last_hour_end = hour_floor(to);
+        if first_hour >= last_hour_end {
             // No whole hour inside: the range lies within two adjacent hours at most.
             return Plan {
-                whole_hours: None,
+                days: None,
+                hours: [None, None],
                 edges: [(from < to).then_some((from, to)), None],
             };
         }
+        let edges = [
+            (from < first_hour).then_some((from, first_hour)),
+            (last_hour_end < to).then_some((last_hour_end, to)),
+        ];
+        let first_day = Bucket::Day.start(first_hour.saturating_add(DAY_MS - 1));
+        let last_day_end = Bucket::Day.start(last_hour_end);
+        if use_days && first_day < last_day_end {
+            return Plan {
+                days: Some((first_day, last_day_end)),
+                hours: [
+                    (first_hour < first_day).then_some((first_hour, first_day)),
+                    (last_day_end < last_hour_end).then_some((last_day_end, last_hour_end)),
+                ],
+                edges,
+            };
+        }
         Plan {
-            whole_hours: Some((first_whole, last_whole_end)),
-            edges: [
-                (from < first_whole).then_some((from, first_whole)),
-                (last_whole_end < to).then_some((last_whole_end, to)),
-            ],
+            days: None,
+            hours: [Some((first_hour, last_hour_end)), None],
+            edges,
         }
     }
 }
@@ -245,21 +270,26 @@ pub fn fill_buckets(
 
 impl Store {
     /// Visits the totals of every call of `user_id` that `f` covers: one rollup row per
-    /// (whole hour, provider, model, customer), and one slice per edge event. Reads no
-    /// raw event outside the (at most two) partial hours at the range's ends.
+    /// (whole day or hour, provider, model, customer), and one slice per edge event.
+    /// With `resolution` `Hour`, no daily rows are used, so every slice lies within one
+    /// hour. Reads no raw event outside the (at most two) partial hours at the ends.
     pub fn visit_totals(
         &self,
         user_id: &str,
         f: &QueryFilter,
+        resolution: Bucket,
         mut visit: impl FnMut(Slice<'_>),
     ) -> Result<()> {
         if f.from_ms >= f.to_ms {
             return Ok(());
         }
         let r = self.db.begin_read()?;
-        let plan = Plan::of(f.from_ms, f.to_ms);
-        if let Some((lo, hi)) = plan.whole_hours {
-            visit_rollups(&r, user_id, lo, hi, f, &mut visit)?;
+        let plan = Plan::of(f.from_ms, f.to_ms, resolution == Bucket::Day);
+        if let Some((lo, hi)) = plan.days {
+            visit_rollups(&r, ROLLUP_DAILY, user_id, (lo, hi), f, &mut visit)?;
+        }
+        for (lo, hi) in plan.hours.into_iter().flatten() {
+            visit_rollups(&r, ROLLUP_HOURLY, user_id, (lo, hi), f, &mut visit)?;
         }
         for (lo, hi) in plan.edges.into_iter().flatten() {
             let edge = QueryFilter {
@@ -271,7 +301,7 @@ impl Store {
                 let mut totals = Totals::default();
                 totals.add_event(e);
                 visit(Slice {
-                    hour_ms: hour_floor(e.ts_ms),
+                    start_ms: hour_floor(e.ts_ms),
                     provider: e.provider.as_str(),
                     model: e.model.as_deref().unwrap_or(""),
                     customer: e.customer_id.as_deref().unwrap_or(""),
@@ -287,7 +317,7 @@ impl Store {
         let mut total = Totals::default();
         let mut unattributed = Totals::default();
         let mut groups = Grouped::default();
-        self.visit_totals(user_id, f, |s| {
+        self.visit_totals(user_id, f, Bucket::Day, |s| {
             total.merge(&s.totals);
             if s.customer.is_empty() {
                 unattributed.merge(&s.totals);
@@ -306,7 +336,7 @@ impl Store {
     /// Totals per customer id (calls without one are left out), costliest first.
     pub fn customers(&self, user_id: &str, f: &QueryFilter) -> Result<Vec<(String, Totals)>> {
         let mut map: HashMap<String, Totals> = HashMap::new();
-        self.visit_totals(user_id, f, |s| {
+        self.visit_totals(user_id, f, Bucket::Day, |s| {
             if !s.customer.is_empty() {
                 add_to(&mut map, s.customer, &s.totals);
             }
@@ -330,11 +360,11 @@ impl Store {
         let mut total = Totals::default();
         let mut groups = Grouped::default();
         let mut series: BTreeMap<i64, Totals> = BTreeMap::new();
-        self.visit_totals(user_id, &f, |s| {
+        self.visit_totals(user_id, &f, bucket, |s| {
             total.merge(&s.totals);
             groups.add(&s);
             series
-                .entry(bucket.start(s.hour_ms))
+                .entry(bucket.start(s.start_ms))
                 .or_default()
                 .merge(&s.totals);
         })?;
@@ -349,7 +379,7 @@ impl Store {
     /// True if `user_id` ever made a call for `customer_id` (any time, any provider).
     pub fn customer_seen(&self, user_id: &str, customer_id: &str) -> Result<bool> {
         let r = self.db.begin_read()?;
-        let t = r.open_table(ROLLUP_HOURLY)?;
+        let t = r.open_table(ROLLUP_DAILY)?;
         for row in t.range((user_id, i64::MIN, "", "", "")..(user_id, i64::MAX, "", "", ""))? {
             let (k, _) = row?;
             if k.value().4 == customer_id {
@@ -367,9 +397,9 @@ impl Store {
         bucket: Bucket,
     ) -> Result<BTreeMap<i64, Totals>> {
         let mut series: BTreeMap<i64, Totals> = BTreeMap::new();
-        self.visit_totals(user_id, f, |s| {
+        self.visit_totals(user_id, f, bucket, |s| {
             series
-                .entry(bucket.start(s.hour_ms))
+                .entry(bucket.start(s.start_ms))
                 .or_default()
                 .merge(&s.totals);
         })?;
@@ -437,21 +467,22 @@ fn event_key(e: &CostEvent) -> u128 {
     ulid::Ulid::from_string(&e.id).map(u128::from).unwrap_or(0)
 }
 
+/// Rows of one rollup table with start in `[lo, hi)`.
 fn visit_rollups(
     r: &ReadTransaction,
+    table: TableDefinition<RollupKeyType, &[u8]>,
     user_id: &str,
-    lo_hour: i64,
-    hi_hour: i64,
+    (lo, hi): (i64, i64),
     f: &QueryFilter,
     visit: &mut impl FnMut(Slice<'_>),
 ) -> Result<()> {
-    let t = r.open_table(ROLLUP_HOURLY)?;
-    for row in t.range((user_id, lo_hour, "", "", "")..(user_id, hi_hour, "", "", ""))? {
+    let t = r.open_table(table)?;
+    for row in t.range((user_id, lo, "", "", "")..(user_id, hi, "", "", ""))? {
         let (k, v) = row?;
-        let (_, hour_ms, provider, model, customer) = k.value();
+        let (_, start_ms, provider, model, customer) = k.value();
         if f.matches(provider, model, customer) {
             visit(Slice {
-                hour_ms,
+                start_ms,
                 provider,
                 model,
                 customer,
@@ -481,6 +512,47 @@ fn visit_events(
     Ok(())
 }
 
+/// Fills `ROLLUP_DAILY` from `ROLLUP_HOURLY` when the daily table is empty but the
+/// hourly one is not (a database from before daily rollups existed). Called once by
+/// `Store::open` inside its setup transaction.
+pub(super) fn backfill_daily_rollups(w: &WriteTransaction) -> Result<()> {
+    let mut daily_table = w.open_table(ROLLUP_DAILY)?;
+    let hourly = w.open_table(ROLLUP_HOURLY)?;
+    if !daily_table.is_empty()? || hourly.is_empty()? {
+        return Ok(());
+    }
+    type DayKey = (String, i64, String, String, String);
+    let mut daily: HashMap<DayKey, Totals> = HashMap::new();
+    for row in hourly.iter()? {
+        let (k, v) = row?;
+        let (user, hour, provider, model, customer) = k.value();
+        let key = (
+            user.to_owned(),
+            Bucket::Day.start(hour),
+            provider.to_owned(),
+            model.to_owned(),
+            customer.to_owned(),
+        );
+        daily
+            .entry(key)
+            .or_default()
+            .merge(&decode_totals(v.value()));
+    }
+    for ((user, day, provider, model, customer), t) in &daily {
+        daily_table.insert(
+            (
+                user.as_str(),
+                *day,
+                provider.as_str(),
+                model.as_str(),
+                customer.as_str(),
+            ),
+            encode_totals(t).as_slice(),
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,39 +560,152 @@ mod tests {
     const H: i64 = HOUR_MS;
 
     #[test]
-    fn plans_split_whole_hours_from_edges() {
-        // Aligned: no edges.
+    fn plans_split_days_hours_and_edges() {
+        const D: i64 = DAY_MS;
+        // Aligned hours, no whole day: hourly rows only.
         assert_eq!(
-            Plan::of(10 * H, 20 * H),
+            Plan::of(10 * H, 20 * H, true),
             Plan {
-                whole_hours: Some((10 * H, 20 * H)),
+                days: None,
+                hours: [Some((10 * H, 20 * H)), None],
                 edges: [None, None]
             }
         );
         // Ragged both ends.
         assert_eq!(
-            Plan::of(10 * H + 5, 20 * H + 7),
+            Plan::of(10 * H + 5, 20 * H + 7, true),
             Plan {
-                whole_hours: Some((11 * H, 20 * H)),
+                days: None,
+                hours: [Some((11 * H, 20 * H)), None],
                 edges: [Some((10 * H + 5, 11 * H)), Some((20 * H, 20 * H + 7))]
+            }
+        );
+        // Several days: whole days, the hours around them, the edges.
+        let from = 2 * D + 3 * H + 17;
+        let to = 5 * D + 4 * H + 9;
+        assert_eq!(
+            Plan::of(from, to, true),
+            Plan {
+                days: Some((3 * D, 5 * D)),
+                hours: [Some((2 * D + 4 * H, 3 * D)), Some((5 * D, 5 * D + 4 * H))],
+                edges: [Some((from, 2 * D + 4 * H)), Some((5 * D + 4 * H, to))]
+            }
+        );
+        // The same range at hour resolution never uses days.
+        assert_eq!(
+            Plan::of(from, to, false),
+            Plan {
+                days: None,
+                hours: [Some((2 * D + 4 * H, 5 * D + 4 * H)), None],
+                edges: [Some((from, 2 * D + 4 * H)), Some((5 * D + 4 * H, to))]
+            }
+        );
+        // Day-aligned: days only.
+        assert_eq!(
+            Plan::of(D, 3 * D, true),
+            Plan {
+                days: Some((D, 3 * D)),
+                hours: [None, None],
+                edges: [None, None]
             }
         );
         // Within one hour, and across one boundary with no whole hour.
         assert_eq!(
-            Plan::of(10 * H + 5, 10 * H + 9),
-            Plan {
-                whole_hours: None,
-                edges: [Some((10 * H + 5, 10 * H + 9)), None]
-            }
+            Plan::of(10 * H + 5, 10 * H + 9, true).edges,
+            [Some((10 * H + 5, 10 * H + 9)), None]
         );
         assert_eq!(
-            Plan::of(10 * H + 5, 11 * H + 9),
+            Plan::of(10 * H + 5, 11 * H + 9, true),
             Plan {
-                whole_hours: None,
+                days: None,
+                hours: [None, None],
                 edges: [Some((10 * H + 5, 11 * H + 9)), None]
             }
         );
-        assert_eq!(Plan::of(5, 5).edges, [None, None]);
+        assert_eq!(Plan::of(5, 5, true).edges, [None, None]);
+    }
+
+    fn event(seq: u128, ts_ms: i64, customer: Option<&str>) -> CostEvent {
+        use crate::pricing::Money;
+        use crate::providers::{Endpoint, Usage};
+        use crate::store::model::{Outcome, UsageStatus};
+        CostEvent {
+            id: ulid::Ulid::from_parts(ts_ms as u64, seq).to_string(),
+            user_id: "u1".into(),
+            ts_ms,
+            provider: Provider::OpenAi,
+            endpoint: Endpoint::ChatCompletions,
+            model: Some("m".into()),
+            customer_id: customer.map(str::to_owned),
+            api_key_id: "k".into(),
+            status: 200,
+            outcome: Outcome::Ok,
+            streamed: false,
+            latency_ms: 1,
+            ttft_ms: None,
+            usage: Some(Usage {
+                input_tokens: 3,
+                output_tokens: 2,
+                ..Usage::default()
+            }),
+            usage_status: UsageStatus::Reported,
+            cost: Some(Money::from_femto(7 + seq as i128)),
+            upstream_request_id: None,
+            service_tier: None,
+        }
+    }
+
+    #[test]
+    fn daily_and_hourly_paths_agree_and_old_files_are_backfilled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let store = Store::open(&path).unwrap();
+        let base = 20_000 * DAY_MS;
+        let events: Vec<CostEvent> = (0..500u128)
+            .map(|i| {
+                let ts = base + (i as i64) * 37 * 60_000 + 11;
+                event(i, ts, (i % 3 != 0).then_some("c"))
+            })
+            .collect();
+        store.write_events(&events).unwrap();
+        let f = QueryFilter {
+            from_ms: base + 5 * H + 1234,
+            to_ms: base + 9 * DAY_MS + 7 * H + 99,
+            ..QueryFilter::all(0)
+        };
+        let by_day = {
+            let mut t = Totals::default();
+            store
+                .visit_totals("u1", &f, Bucket::Day, |s| t.merge(&s.totals))
+                .unwrap();
+            t
+        };
+        let by_hour = {
+            let mut t = Totals::default();
+            store
+                .visit_totals("u1", &f, Bucket::Hour, |s| t.merge(&s.totals))
+                .unwrap();
+            t
+        };
+        let mut direct = Totals::default();
+        for e in events.iter().filter(|e| f.matches_event(e)) {
+            direct.add_event(e);
+        }
+        assert_eq!(by_day, direct);
+        assert_eq!(by_hour, direct);
+
+        // A file written before daily rollups existed: drop them, reopen, same answers.
+        drop(store);
+        {
+            let db = redb::Database::open(&path).unwrap();
+            let w = db.begin_write().unwrap();
+            w.delete_table(ROLLUP_DAILY).unwrap();
+            w.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.stats("u1", &f).unwrap().total, direct);
+        assert!(store.customer_seen("u1", "c").unwrap());
+        assert!(!store.customer_seen("u1", "nobody").unwrap());
     }
 
     #[test]

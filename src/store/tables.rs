@@ -3,7 +3,8 @@
 //! Events are keyed `(user_id, ulid)`: a ULID starts with its millisecond timestamp,
 //! so one account's events scan in time order. Rollups are keyed
 //! `(user_id, hour_ms, provider, model, customer)` and updated in the same write
-//! transaction as the events they sum, so totals never scan raw events.
+//! transaction as the events they sum, so totals never scan raw events; daily rollups
+//! (same key with the day's start) are kept alongside for long ranges.
 
 use redb::TableDefinition;
 
@@ -22,8 +23,15 @@ pub const PROVIDER_KEYS: TableDefinition<(&str, &str), &[u8]> =
 /// (user id, event ULID as u128) → JSON `CostEvent`.
 pub const EVENTS: TableDefinition<(&str, u128), &[u8]> = TableDefinition::new("events");
 /// (user id, hour start ms, provider, model or "", customer or "") → encoded `Totals`.
-pub const ROLLUP_HOURLY: TableDefinition<(&str, i64, &str, &str, &str), &[u8]> =
+pub const ROLLUP_HOURLY: TableDefinition<RollupKeyType, &[u8]> =
     TableDefinition::new("rollup_hourly");
+/// The same sums per UTC day: (user id, day start ms, provider, model or "", customer
+/// or "") → encoded `Totals`. Written with the hourly rows, so long ranges read 24×
+/// fewer rows.
+pub const ROLLUP_DAILY: TableDefinition<RollupKeyType, &[u8]> =
+    TableDefinition::new("rollup_daily");
+/// Key of both rollup tables.
+pub type RollupKeyType = (&'static str, i64, &'static str, &'static str, &'static str);
 
 /// Fixed-width little-endian encoding of `Totals` (88 bytes): cheap to read in bulk.
 pub fn encode_totals(t: &Totals) -> [u8; TOTALS_LEN] {
