@@ -142,3 +142,94 @@ async fn openai_python_sdk_chat_and_stream_are_metered_exactly() {
         assert_eq!(r.header("authorization"), Some("Bearer sk-stored"));
     }
 }
+
+const ANTHROPIC_SCRIPT: &str = r#"
+import anthropic
+client = anthropic.Anthropic()  # ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY from the environment
+m = client.messages.create(model="claude-sonnet-4-5", max_tokens=100,
+                           messages=[{"role": "user", "content": "hi"}],
+                           metadata={"user_id": "anthropic-customer"})
+print("MSG", m.usage.input_tokens, m.usage.cache_read_input_tokens, m.usage.output_tokens, m.model)
+with client.messages.stream(model="claude-sonnet-4-5", max_tokens=100,
+                            messages=[{"role": "user", "content": "hi"}]) as s:
+    final = s.get_final_message()
+print("STREAM", final.usage.output_tokens)
+"#;
+
+#[tokio::test]
+async fn anthropic_python_sdk_message_and_stream_are_metered_exactly() {
+    let Some(py) = require_python("anthropic") else {
+        return;
+    };
+    let mock = MockUpstream::tls()
+        .route(
+            "POST",
+            "/v1/messages",
+            Reply::func(|req| {
+                if req.body_json()["stream"] == true {
+                    Reply::sse(fixture("anthropic/messages_stream.sse"))
+                } else {
+                    Reply::json(200, fixture("anthropic/messages.json"))
+                }
+            }),
+        )
+        .start()
+        .await;
+    let app = TestApp::spawn(&mock.base_url()).await;
+    let acct = app.account("anthropic-sdk@example.com").await;
+    let state = app.app.state.clone();
+    let uid = acct.user_id.clone();
+    tokio::task::spawn_blocking(move || {
+        llmobserve::accounts::set_provider_key(
+            &state,
+            &uid,
+            llmobserve::providers::Provider::Anthropic,
+            "sk-ant-stored",
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+
+    let out = tokio::process::Command::new(&py)
+        .args(["-c", ANTHROPIC_SCRIPT])
+        .env("ANTHROPIC_BASE_URL", format!("{}/anthropic", app.proxy))
+        .env("ANTHROPIC_API_KEY", &acct.key)
+        .env_remove("ANTHROPIC_AUTH_TOKEN")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("ALL_PROXY")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python failed: {}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("MSG 312 9600 428 claude-sonnet-4-5-20250929"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("STREAM 156"), "{stdout}");
+
+    let ev = app.wait_events(&acct.user_id, 2).await;
+    assert_eq!(ev.len(), 2);
+    let (stream, msg) = (&ev[0], &ev[1]);
+    assert_eq!(msg.customer_id.as_deref(), Some("anthropic-customer"));
+    assert_eq!(
+        msg.cost.map(|c| c.to_string()).as_deref(),
+        Some("0.0171735")
+    );
+    assert_eq!(
+        stream.cost.map(|c| c.to_string()).as_deref(),
+        Some("0.0251448")
+    );
+    assert_eq!(stream.usage_status, UsageStatus::Reported);
+    for r in mock.requests() {
+        assert_eq!(r.header("x-api-key"), Some("sk-ant-stored"));
+        assert_eq!(r.header("authorization"), None);
+    }
+}
