@@ -67,6 +67,9 @@ struct Cli {
     /// Events bulk-loaded for the stats and restart measurements.
     #[arg(long)]
     store_events: Option<u64>,
+    /// Targets to measure (for profiling one of them): direct, pass-through, llmobserve.
+    #[arg(long, value_delimiter = ',')]
+    targets: Option<Vec<String>>,
     /// Skip the memory run.
     #[arg(long)]
     no_memory: bool,
@@ -361,11 +364,18 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle_rss = rss_kib(llmo.pid);
 
-    let targets = [
+    let mut targets = vec![
         (DIRECT, mock.addr, mock.pid),
         (BASELINE, base.addr, base.pid),
         (LLMOBSERVE, llmo.addr, llmo.pid),
     ];
+    if let Some(only) = &cli.targets {
+        targets.retain(|t| only.iter().any(|o| o == t.0));
+    }
+    eprintln!(
+        "pids: mock {} pass-through {} llmobserve {}",
+        mock.pid, base.pid, llmo.pid
+    );
     let scenarios = scenarios(&key, cli.stream_chunks)?;
     let mut runs = Runs::default();
     let warmup = Duration::from_secs_f64((seconds / 4.0).min(0.5));

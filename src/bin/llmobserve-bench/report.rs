@@ -272,8 +272,8 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(out, "| measure | value |\n|---|---:|");
         let _ = writeln!(
             out,
-            "| writer: events committed via EventSink | {} in {} batches, {:.0} events/s |",
-            s.writer_events, s.writer_batches, s.writer_events_per_s
+            "| writer: events committed via EventSink | {} in {} batches, {:.0} events/s, {} dropped |",
+            s.writer_events, s.writer_batches, s.writer_events_per_s, s.writer_dropped
         );
         let _ = writeln!(
             out,

@@ -4,6 +4,7 @@
 //! The stats query is `Store::stats`, what `GET /api/stats` runs (without the HTTP and
 //! session layers around it).
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use llmobserve::providers::{Endpoint, Provider, Usage};
@@ -17,6 +18,8 @@ pub struct StoreReport {
     /// Events pushed through `EventSink::record` and committed by the writer.
     pub writer_events: u64,
     pub writer_events_per_s: f64,
+    /// Events the writer dropped (must be 0).
+    pub writer_dropped: u64,
     pub writer_batches: u64,
     /// Events bulk-loaded with `Store::write_events` for the query and restart runs.
     pub bulk_events: u64,
@@ -31,8 +34,12 @@ pub struct StoreReport {
     pub restart_ms: f64,
 }
 
-/// A realistic event: one of 5 models, 20 customers, spread over `span_hours`.
-pub fn event(i: u64, user: &str, key_id: &str, t0_ms: i64, span_hours: i64) -> CostEvent {
+/// Days the generated events span (they arrive in time order, as real ones do).
+const SPAN_MS: i64 = 30 * 24 * 3_600_000;
+
+/// The `i`th of `total` realistic events: one of 5 models, 20 customers, arrival times
+/// spread evenly over the 30 days after `t0_ms`.
+pub fn event(i: u64, user: &str, key_id: &str, t0_ms: i64, total: u64) -> CostEvent {
     const MODELS: [&str; 5] = [
         "gpt-4o-mini-2024-07-18",
         "gpt-4o-2024-08-06",
@@ -40,8 +47,7 @@ pub fn event(i: u64, user: &str, key_id: &str, t0_ms: i64, span_hours: i64) -> C
         "gemini-2.5-flash",
         "o3-mini",
     ];
-    let hour = (i as i64 * 7919) % span_hours.max(1);
-    let ts_ms = t0_ms + hour * 3_600_000 + (i as i64 % 3_600_000);
+    let ts_ms = t0_ms + (i128::from(i) * i128::from(SPAN_MS) / i128::from(total.max(1))) as i64;
     let rand_part = u128::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let id = ulid::Ulid::from_parts(ts_ms as u64, rand_part);
     CostEvent {
@@ -89,23 +95,33 @@ pub async fn run(
     })
     .await??;
     let (user_id, key_id) = (user.id.clone(), key.record.id.clone());
-    let t0_ms = llmobserve::time::now_ms() - 30 * 24 * 3_600_000;
+    let t0_ms = llmobserve::time::now_ms() - SPAN_MS;
+    let total = writer_events + bulk_events;
 
     // 1. The writer: record as fast as one task can, then wait for the last commit.
     let sink = core.state.events.clone();
     let started = Instant::now();
     for i in 0..writer_events {
-        sink.record(event(i, &user_id, &key_id, t0_ms, 24 * 30));
+        sink.record(event(i, &user_id, &key_id, t0_ms, total));
         if i.is_multiple_of(4096) {
             // Let spawned backpressure tasks and the writer's wake-ups run.
             tokio::task::yield_now().await;
         }
     }
-    sink.flush().await;
-    let writer_s = started.elapsed().as_secs_f64();
+    // Senders that met a full queue wait in tasks: done when every event is accounted for.
     let stats = sink.stats().clone();
-    let written = stats.written.load(std::sync::atomic::Ordering::Relaxed);
-    let batches = stats.batches.load(std::sync::atomic::Ordering::Relaxed);
+    let done = || {
+        stats.written.load(Ordering::Relaxed) + stats.dropped.load(Ordering::Relaxed)
+            >= writer_events
+    };
+    let give_up = Instant::now() + std::time::Duration::from_secs(120);
+    while !done() && Instant::now() < give_up {
+        sink.flush().await;
+    }
+    let writer_s = started.elapsed().as_secs_f64();
+    let written = stats.written.load(Ordering::Relaxed);
+    let dropped = stats.dropped.load(Ordering::Relaxed);
+    let batches = stats.batches.load(Ordering::Relaxed);
     let store = core.state.store.clone();
     core.writer.shutdown().await;
     drop(core.state);
@@ -122,7 +138,7 @@ pub async fn run(
             while i < end {
                 batch.clear();
                 let stop = (i + 50_000).min(end);
-                batch.extend((i..stop).map(|j| event(j, &user_id, &key_id, t0_ms, 24 * 30)));
+                batch.extend((i..stop).map(|j| event(j, &user_id, &key_id, t0_ms, total)));
                 store.write_events(&batch)?;
                 i = stop;
             }
@@ -165,6 +181,7 @@ pub async fn run(
     Ok(StoreReport {
         writer_events: written,
         writer_events_per_s: written as f64 / writer_s,
+        writer_dropped: dropped,
         writer_batches: batches,
         bulk_events,
         bulk_load_s: bulk_s,
