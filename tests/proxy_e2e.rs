@@ -581,21 +581,15 @@ async fn managed_mode_swaps_the_key_in_every_slot() {
         .await;
     let app = TestApp::spawn(&mock.base_url()).await;
     let acct = app.account("managed@example.com").await;
-    let state = app.app.state.clone();
-    let uid = acct.user_id.clone();
-    tokio::task::spawn_blocking(move || {
-        use llmobserve::providers::Provider;
-        for (p, k) in [
-            (Provider::OpenAi, "sk-openai-stored"),
-            (Provider::Anthropic, "sk-ant-stored"),
-            (Provider::Gemini, "AIza-stored"),
-            (Provider::Azure, "azure-stored"),
-        ] {
-            llmobserve::accounts::set_provider_key(&state, &uid, p, k).unwrap();
-        }
-    })
-    .await
-    .unwrap();
+    use llmobserve::providers::Provider;
+    for (p, k) in [
+        (Provider::OpenAi, "sk-openai-stored"),
+        (Provider::Anthropic, "sk-ant-stored"),
+        (Provider::Gemini, "AIza-stored"),
+        (Provider::Azure, "azure-stored"),
+    ] {
+        app.provider_key(&acct.user_id, p, k).await;
+    }
     let k = &acct.key;
     let calls: Vec<(&str, &str, String, &str)> = vec![
         (

@@ -10,6 +10,7 @@ use std::process::Command;
 
 use common::app::TestApp;
 use common::mock_upstream::{MockUpstream, Reply, fixture};
+use llmobserve::providers::Provider;
 use llmobserve::store::model::UsageStatus;
 
 fn python_with(module: &str) -> Option<String> {
@@ -41,6 +42,31 @@ fn require_python(module: &str) -> Option<String> {
         );
     }
     py
+}
+
+/// Runs `script` with `env` (and no proxy or stray credentials); returns its stdout.
+async fn run_python(py: &str, script: &str, env: &[(&str, &str)]) -> String {
+    let mut cmd = tokio::process::Command::new(py);
+    cmd.args(["-c", script]);
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "ANTHROPIC_AUTH_TOKEN",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "python failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 const SCRIPT: &str = r#"
@@ -86,37 +112,16 @@ async fn openai_python_sdk_chat_and_stream_are_metered_exactly() {
         .await;
     let app = TestApp::spawn(&mock.base_url()).await;
     let acct = app.account("python@example.com").await;
-    let state = app.app.state.clone();
-    let uid = acct.user_id.clone();
-    tokio::task::spawn_blocking(move || {
-        llmobserve::accounts::set_provider_key(
-            &state,
-            &uid,
-            llmobserve::providers::Provider::OpenAi,
-            "sk-stored",
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    app.provider_key(&acct.user_id, Provider::OpenAi, "sk-stored")
+        .await;
 
-    let out = tokio::process::Command::new(&py)
-        .args(["-c", SCRIPT])
-        .env("OPENAI_BASE_URL", format!("{}/v1", app.proxy))
-        .env("OPENAI_API_KEY", &acct.key)
-        .env_remove("HTTP_PROXY")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("ALL_PROXY")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python failed: {}\n{}",
-        stdout,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let base = format!("{}/v1", app.proxy);
+    let stdout = run_python(
+        &py,
+        SCRIPT,
+        &[("OPENAI_BASE_URL", &base), ("OPENAI_API_KEY", &acct.key)],
+    )
+    .await;
     assert!(
         stdout.contains("CHAT 1536 212 gpt-4o-2024-08-06"),
         "{stdout}"
@@ -177,38 +182,19 @@ async fn anthropic_python_sdk_message_and_stream_are_metered_exactly() {
         .await;
     let app = TestApp::spawn(&mock.base_url()).await;
     let acct = app.account("anthropic-sdk@example.com").await;
-    let state = app.app.state.clone();
-    let uid = acct.user_id.clone();
-    tokio::task::spawn_blocking(move || {
-        llmobserve::accounts::set_provider_key(
-            &state,
-            &uid,
-            llmobserve::providers::Provider::Anthropic,
-            "sk-ant-stored",
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    app.provider_key(&acct.user_id, Provider::Anthropic, "sk-ant-stored")
+        .await;
 
-    let out = tokio::process::Command::new(&py)
-        .args(["-c", ANTHROPIC_SCRIPT])
-        .env("ANTHROPIC_BASE_URL", format!("{}/anthropic", app.proxy))
-        .env("ANTHROPIC_API_KEY", &acct.key)
-        .env_remove("ANTHROPIC_AUTH_TOKEN")
-        .env_remove("HTTP_PROXY")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("ALL_PROXY")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "python failed: {}\n{}",
-        stdout,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let base = format!("{}/anthropic", app.proxy);
+    let stdout = run_python(
+        &py,
+        ANTHROPIC_SCRIPT,
+        &[
+            ("ANTHROPIC_BASE_URL", &base),
+            ("ANTHROPIC_API_KEY", &acct.key),
+        ],
+    )
+    .await;
     assert!(
         stdout.contains("MSG 312 9600 428 claude-sonnet-4-5-20250929"),
         "{stdout}"

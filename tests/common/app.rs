@@ -88,6 +88,23 @@ impl TestApp {
         }
     }
 
+    /// Stores a provider key for managed mode, as Settings does.
+    pub async fn provider_key(
+        &self,
+        user_id: &str,
+        provider: llmobserve::providers::Provider,
+        key: &str,
+    ) {
+        let state = self.app.state.clone();
+        let (user_id, key) = (user_id.to_owned(), key.to_owned());
+        tokio::task::spawn_blocking(move || {
+            llmobserve::accounts::set_provider_key(&state, &user_id, provider, &key)
+        })
+        .await
+        .unwrap()
+        .expect("provider key stored");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.proxy, path)
     }
