@@ -611,3 +611,82 @@ async fn the_raw_helper_round_trips_a_normal_call() {
     let _ = conn.stream.shutdown().await;
     s.finish(2, 2).await;
 }
+
+/// Serves both listeners over TLS with the test certificate.
+fn serve_tls(c: &mut llmobserve::config::Config) {
+    let dir = common::mock_upstream::certs_dir();
+    c.tls = Some((dir.join("localhost.pem"), dir.join("localhost.key")));
+}
+
+async fn tls_connect(
+    addr: SocketAddr,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let config = std::sync::Arc::new(common::mock_upstream::client_tls_config());
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tcp = TcpStream::connect(addr).await?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+}
+
+#[tokio::test]
+async fn a_tls_listener_serves_and_times_out_silent_clients() {
+    let timeout = Duration::from_millis(400);
+    let s = Setup::new(|c| {
+        serve_tls(c);
+        c.header_read_timeout = timeout;
+    })
+    .await;
+
+    // A plain call over TLS works.
+    let mut conn = tls_connect(s.proxy()).await.unwrap();
+    let mut req = raw_post("/v1/chat/completions", "localhost", &s.acct.key, CHAT, "");
+    let at = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    req.splice(at + 2..at + 2, b"Connection: close\r\n".iter().copied());
+    conn.write_all(&req).await.unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // No ClientHello: closed at the header timeout.
+    let mut silent = Raw::connect(s.proxy()).await;
+    let took = silent.closed_within(timeout + SLACK).await;
+    assert!(took >= timeout * 3 / 4, "closed after {took:?}");
+    // A handshake and then nothing: closed at the header timeout too.
+    let start = Instant::now();
+    let mut idle = tls_connect(s.proxy()).await.unwrap();
+    let mut buf = [0u8; 64];
+    let r = tokio::time::timeout(timeout + SLACK, idle.read(&mut buf)).await;
+    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "still open: {r:?}");
+    assert!(start.elapsed() >= timeout * 3 / 4);
+    s.finish(1, 1).await;
+}
+
+#[tokio::test]
+async fn over_the_cap_a_tls_listener_closes_new_connections() {
+    let s = Setup::new(|c| {
+        serve_tls(c);
+        c.max_connections = 2;
+        c.header_read_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let held = [
+        tls_connect(s.proxy()).await.unwrap(),
+        tls_connect(s.proxy()).await.unwrap(),
+    ];
+    assert!(
+        tls_connect(s.proxy()).await.is_err(),
+        "the handshake over the cap must fail"
+    );
+    drop(held);
+    let deadline = Instant::now() + SLACK;
+    while tls_connect(s.proxy()).await.is_err() {
+        assert!(Instant::now() < deadline, "the freed slots never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.finish(0, 0).await;
+}
