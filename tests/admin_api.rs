@@ -268,7 +268,8 @@ async fn cookie_flow_with_origin_checks() {
     assert!(!cookie.contains("Secure"), "plain HTTP listener: no Secure");
     let v: Value = r.json().await.unwrap();
     let key = v["api_key"]["key"].as_str().unwrap().to_owned();
-    assert!(cookie.contains(v["token"].as_str().unwrap()));
+    let first_token = v["token"].as_str().unwrap().to_owned();
+    assert!(cookie.contains(&first_token));
 
     // Reads work with the cookie alone.
     let r = browser
@@ -351,6 +352,20 @@ async fn cookie_flow_with_origin_checks() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
+    // A copy of the logged-out cookie does not open the dashboard pages either.
+    let pages = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = pages
+        .get(format!("{}/settings", app.admin))
+        .header("cookie", format!("llmo_session={first_token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+
     // Login sets it again.
     let r = browser
         .post(format!("{}/auth/login", app.admin))
@@ -366,12 +381,7 @@ async fn cookie_flow_with_origin_checks() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 
-    // The dashboard pages see the session too.
-    let pages = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    // The dashboard pages see a live session.
     let r = pages.get(format!("{}/", app.admin)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let login: Value = browser

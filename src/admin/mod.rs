@@ -131,12 +131,16 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The dashboard pages. A page counts as signed in when its session cookie carries a
-/// valid, unexpired token; the page scripts then get `401` from the API (and go to
+/// valid, unexpired token that was not logged out (memory checks only: this runs on
+/// the async runtime); the page scripts then get `401` from the API (and go to
 /// `/login`) if the account was deleted or its password changed since.
 fn dashboard(admin: &AdminState) -> Router<AdminState> {
     let jwt = admin.jwt.clone();
+    let revoked = admin.revoked.clone();
     let has_session = move |headers: &HeaderMap| {
-        extract::session_cookie(headers).is_some_and(|t| jwt.verify(t).is_ok())
+        extract::session_cookie(headers)
+            .and_then(|t| jwt.verify(t).ok())
+            .is_some_and(|claims| !revoked.contains(&claims.jti))
     };
     let config = crate::dashboard::DashboardConfig {
         proxy_url: admin.app.proxy_url.clone(),
