@@ -83,7 +83,7 @@ impl FromRef<AdminState> for AppState {
     }
 }
 
-/// Every admin route.
+/// Every admin route. Blocking: reads the logged-out sessions from the store.
 pub fn router(state: AppState) -> Router {
     let admin = AdminState::new(state);
     let password_routes = Router::new()
@@ -215,7 +215,14 @@ pub async fn serve(
     grace: Duration,
 ) {
     let limits = crate::server::Limits::new(&state.config, grace);
-    let app = router(state);
+    // Building the router reads the logged-out sessions from the store: off the runtime.
+    let app = match tokio::task::spawn_blocking(move || router(state)).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %e, "admin router could not be built");
+            return;
+        }
+    };
     let handler = move |peer, mut req: http::Request<crate::server::RequestBody>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         let app = app.clone();
