@@ -35,9 +35,9 @@ export function renderBreakdown(tbody, rows, { kind, onPick, emptyText = 'Nothin
         { 'data-model': kind === 'model' ? r.model : null, 'data-provider': r.provider },
         nameCell,
         h('td', { class: 'num' }, fmt.int(r.calls)),
-        h('td', { class: 'num nowrap', title: `${fmt.int(r.input_tokens)} input / ${fmt.int(r.output_tokens)} output tokens` }, `${fmt.compact(r.input_tokens)} / ${fmt.compact(r.output_tokens)}`),
+        h('td', { class: 'num nowrap hide-sm', title: `${fmt.int(r.input_tokens)} input / ${fmt.int(r.output_tokens)} output tokens` }, `${fmt.compact(r.input_tokens)} / ${fmt.compact(r.output_tokens)}`),
         h('td', { class: 'num strong', title: r.cost_usd === null || r.cost_usd === undefined ? 'Unpriced' : `$${r.cost_usd}` }, fmt.money(r.cost_usd)),
-        h('td', { class: 'col-share' }, h('div', { class: 'share' }, shareBar(share), h('span', { class: 'share-pct' }, fmt.percent(share)))),
+        h('td', { class: 'col-share hide-sm' }, h('div', { class: 'share' }, shareBar(share), h('span', { class: 'share-pct' }, fmt.percent(share)))),
       );
     }),
   );

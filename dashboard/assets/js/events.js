@@ -17,6 +17,7 @@ const COLUMNS = [
   { label: 'Latency', num: true, title: 'Total time; for streams, also time to first token' },
   { label: 'Outcome' },
 ];
+// Each cell also carries an ev-* class, which lays the row out on phones.
 
 function outcomeBadge(e) {
   const label = fmt.OUTCOME_LABELS[e.outcome] || e.outcome || 'unknown';
@@ -34,14 +35,14 @@ function usageBadge(e) {
 function costCell(e) {
   if (e.cost_usd === null || e.cost_usd === undefined) {
     const why = e.usage_status === 'missing' ? 'No usage was reported, so no cost' : 'Unpriced: no price is known for this model';
-    return h('td', { class: 'num muted', title: why }, '\u2014 ', h('span', { class: 'sr-only' }, why));
+    return h('td', { class: 'ev-cost num muted', title: why }, '\u2014 ', h('span', { class: 'sr-only' }, why));
   }
-  return h('td', { class: 'num strong', title: `$${e.cost_usd}` }, fmt.money(e.cost_usd));
+  return h('td', { class: 'ev-cost num strong', title: `$${e.cost_usd}` }, fmt.money(e.cost_usd));
 }
 
 function customerCell(e) {
-  if (!e.customer_id) return h('td', { class: 'muted', title: 'No X-Customer-Id on this call' }, 'unattributed');
-  return h('td', { class: 'customer-cell' }, h('a', { href: `/customers/${encodeURIComponent(e.customer_id)}${rangeQuery()}`, class: 'customer-link' }, e.customer_id));
+  if (!e.customer_id) return h('td', { class: 'ev-customer muted', title: 'No X-Customer-Id on this call' }, 'unattributed');
+  return h('td', { class: 'ev-customer customer-cell' }, h('a', { href: `/customers/${encodeURIComponent(e.customer_id)}${rangeQuery()}`, class: 'customer-link' }, e.customer_id));
 }
 
 /** The parts of a token count (cached, cache write, reasoning), when non-zero. */
@@ -51,7 +52,8 @@ function subTokens(parts) {
   return h(
     'span',
     { class: 'sub' },
-    shown.map(([n, label, cls], i) => [i ? ' \u00b7 ' : '', h('span', { class: cls }, fmt.int(n)), ` ${label}`]),
+    // Each part stays whole; a narrow column breaks the line only between parts.
+    shown.map(([n, label, cls], i) => [i ? ' \u00b7 ' : '', h('span', { class: 'nowrap' }, h('span', { class: cls }, fmt.int(n)), ` ${label}`)]),
   );
 }
 
@@ -102,19 +104,19 @@ function eventRows(e, showCustomer, cols) {
     toggle.setAttribute('aria-expanded', String(open));
     row.classList.toggle('expanded', open);
   });
-  const latency = h('td', { class: 'num', title: e.ttft_ms !== null && e.ttft_ms !== undefined ? `First token after ${fmt.duration(e.ttft_ms)}` : undefined }, fmt.duration(e.latency_ms));
+  const latency = h('td', { class: 'ev-latency num', title: e.ttft_ms !== null && e.ttft_ms !== undefined ? `First token after ${fmt.duration(e.ttft_ms)}` : undefined }, fmt.duration(e.latency_ms));
   if (e.streamed) latency.append(h('span', { class: 'sub' }, e.ttft_ms !== null && e.ttft_ms !== undefined ? `ttft ${fmt.duration(e.ttft_ms)}` : 'stream'));
   const row = h(
     'tr',
     { 'data-event-id': e.id, 'data-testid': 'event-row', 'data-outcome': e.outcome, 'data-provider': e.provider, 'data-model': e.model },
-    h('td', { class: 'col-toggle' }, toggle),
-    h('td', { class: 'nowrap', title: fmt.dateTimeLong(e.ts) }, fmt.dateTime(e.ts)),
-    h('td', { class: 'model-cell', title: e.endpoint || undefined }, h('span', { class: 'mono' }, e.model || '\u2014'), h('span', { class: 'sub' }, fmt.providerName(e.provider))),
+    h('td', { class: 'ev-toggle col-toggle' }, toggle),
+    h('td', { class: 'ev-time nowrap', title: fmt.dateTimeLong(e.ts) }, fmt.dateTime(e.ts)),
+    h('td', { class: 'ev-model model-cell', title: e.endpoint || undefined }, h('span', { class: 'mono' }, e.model || '\u2014'), h('span', { class: 'sub' }, fmt.providerName(e.provider))),
     showCustomer ? customerCell(e) : null,
     costCell(e),
     h(
       'td',
-      { class: 'num tokens-in' },
+      { class: 'ev-in num tokens-in' },
       h('span', { class: 'tok-input' }, fmt.int(e.input_tokens)),
       subTokens([
         [e.cached_input_tokens, 'cached', 'tok-cached'],
@@ -123,12 +125,12 @@ function eventRows(e, showCustomer, cols) {
     ),
     h(
       'td',
-      { class: 'num tokens-out' },
+      { class: 'ev-out num tokens-out' },
       h('span', { class: 'tok-output' }, fmt.int(e.output_tokens)),
       subTokens([[e.reasoning_tokens, 'reasoning', 'tok-reasoning']]),
     ),
     latency,
-    h('td', { class: 'nowrap' }, outcomeBadge(e), ' ', usageBadge(e)),
+    h('td', { class: 'ev-outcome nowrap' }, outcomeBadge(e), ' ', usageBadge(e)),
   );
   return [row, detail];
 }

@@ -25,7 +25,7 @@ export function snippet({ proxy, key, provider, lang, mode }) {
         'client = Anthropic(',
         `    base_url="${base}",`,
         managed
-          ? `    api_key="${key}",  # LLMObserve key; your Anthropic key stays in Settings`
+          ? `    api_key="${key}",  # your LLMObserve key`
           : `    api_key=os.environ["ANTHROPIC_API_KEY"],  # your own Anthropic key\n    default_headers={"X-LLMObserve-Key": "${key}"},`,
         ')',
         '',
@@ -45,7 +45,7 @@ export function snippet({ proxy, key, provider, lang, mode }) {
         'const client = new Anthropic({',
         `  baseURL: "${base}",`,
         managed
-          ? `  apiKey: "${key}", // LLMObserve key; your Anthropic key stays in Settings`
+          ? `  apiKey: "${key}", // your LLMObserve key`
           : `  apiKey: process.env.ANTHROPIC_API_KEY, // your own Anthropic key\n  defaultHeaders: { "X-LLMObserve-Key": "${key}" },`,
         '});',
         '',
@@ -74,7 +74,7 @@ export function snippet({ proxy, key, provider, lang, mode }) {
       'client = OpenAI(',
       `    base_url="${base}",`,
       managed
-        ? `    api_key="${key}",  # LLMObserve key; your OpenAI key stays in Settings`
+        ? `    api_key="${key}",  # your LLMObserve key`
         : `    api_key=os.environ["OPENAI_API_KEY"],  # your own OpenAI key\n    default_headers={"X-LLMObserve-Key": "${key}"},`,
       ')',
       '',
@@ -93,7 +93,7 @@ export function snippet({ proxy, key, provider, lang, mode }) {
       'const client = new OpenAI({',
       `  baseURL: "${base}",`,
       managed
-        ? `  apiKey: "${key}", // LLMObserve key; your OpenAI key stays in Settings`
+        ? `  apiKey: "${key}", // your LLMObserve key`
         : `  apiKey: process.env.OPENAI_API_KEY, // your own OpenAI key\n  defaultHeaders: { "X-LLMObserve-Key": "${key}" },`,
       '});',
       '',
@@ -173,7 +173,7 @@ export function createSnippetPicker(container, { proxy, key }) {
     modeNote,
     h('div', { class: 'code-block' }, h('pre', null, code), copyButton(() => code.textContent, { id: 'copy-snippet', label: 'Copy' })),
     h('p', { class: 'muted small' }, 'Or, with no code change, set the environment your SDK already reads:'),
-    h('div', { class: 'code-block' }, h('pre', null, env), copyButton(() => env.textContent, { id: 'copy-env', label: 'Copy' })),
+    h('div', { class: 'code-block' }, h('pre', { 'data-lang': 'shell' }, env), copyButton(() => env.textContent, { id: 'copy-env', label: 'Copy' })),
   );
   update();
   return {

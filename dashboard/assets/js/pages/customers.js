@@ -16,6 +16,7 @@ const summary = $('#customers-summary');
 const count = $('#customers-count');
 const more = $('#customers-more');
 const emptyState = $('#customers-empty');
+const card = $('#customers-card');
 
 let all = [];
 let total = 0; // all spend in the range, attributed or not
@@ -48,11 +49,11 @@ function render() {
           { 'data-customer': c.customer_id, class: 'clickable' },
           h('td', { class: 'name-cell nowrap' }, h('span', { class: 'rank', 'aria-hidden': 'true' }, String(i + 1)), h('a', { href, class: 'customer-link mono' }, c.customer_id)),
           h('td', { class: 'num' }, fmt.int(c.calls)),
-          h('td', { class: 'num' }, fmt.int(c.input_tokens)),
-          h('td', { class: 'num' }, fmt.int(c.output_tokens)),
+          h('td', { class: 'num hide-sm' }, fmt.int(c.input_tokens)),
+          h('td', { class: 'num hide-sm' }, fmt.int(c.output_tokens)),
           h('td', { class: 'num strong', title: c.cost_usd ? `$${c.cost_usd}` : 'Unpriced' }, fmt.money(c.cost_usd)),
-          h('td', { class: 'col-share' }, h('div', { class: 'share' }, shareBar(share), h('span', { class: 'share-pct' }, fmt.percent(share)))),
-          h('td', { class: 'nowrap', title: fmt.dateTimeLong(c.last_seen) }, fmt.relative(c.last_seen)),
+          h('td', { class: 'col-share hide-sm' }, h('div', { class: 'share' }, shareBar(share), h('span', { class: 'share-pct' }, fmt.percent(share)))),
+          h('td', { class: 'nowrap hide-sm', title: fmt.dateTimeLong(c.last_seen) }, fmt.relative(c.last_seen)),
         );
       }),
     );
@@ -78,11 +79,15 @@ async function load() {
     summary.textContent =
       `${fmt.int(all.length)} customer${all.length === 1 ? '' : 's'} \u00b7 ${fmt.money(attributed.toFixed(12))} attributed` +
       (unattributed !== null && unattributed !== undefined ? ` \u00b7 ${fmt.money(unattributed)} unattributed` : '');
+    // With no customers at all, the empty state (how to tag calls) replaces the table.
     emptyState.hidden = all.length > 0;
+    card.hidden = all.length === 0;
     render();
   });
   if (mine === seq && tbody.querySelector('.row-message .spinner')) {
     replace(tbody, messageRow(COLS, 'Could not load customers.', 'error'));
+    card.hidden = false;
+    emptyState.hidden = true;
   }
 }
 

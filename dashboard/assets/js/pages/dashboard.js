@@ -144,7 +144,7 @@ function queryFor(r) {
   };
 }
 
-const shortDate = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+const shortDate = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: 'numeric', minute: '2-digit' });
 
 function describe(r) {
   const label = { today: 'Today', '7d': 'Last 7 days', '30d': 'Last 30 days' }[r.range] || `${shortDate.format(r.from)} \u2013 ${shortDate.format(r.to)}`;

@@ -13,6 +13,7 @@ const createBtn = $('#create-key');
 const keyName = $('#key-name');
 const newKeyPanel = $('#new-key-panel');
 const newKey = $('#new-key');
+let shownKeyId = null; // the key in the "copy it now" panel
 
 replace(keysBody, loadingRow(6, 'Loading keys\u2026'));
 replace(providerBody, loadingRow(4, 'Loading provider keys\u2026'));
@@ -74,10 +75,11 @@ function renderKeys(keys) {
         { 'data-key-id': k.id, class: k.revoked ? 'row-revoked' : null },
         h('td', null, k.name || h('span', { class: 'muted' }, 'Unnamed')),
         h('td', { class: 'mono nowrap' }, `${k.prefix}\u2026`),
-        h('td', { class: 'nowrap', title: fmt.dateTimeLong(k.created_at) }, fmt.date(k.created_at)),
-        h('td', { class: 'nowrap', title: k.last_used_at ? fmt.dateTimeLong(k.last_used_at) : 'Never used' }, k.last_used_at ? fmt.relative(k.last_used_at) : h('span', { class: 'muted' }, 'Never')),
-        h('td', null, k.revoked ? badge('Revoked', 'neutral') : badge('Active', 'success')),
-        h('td', { class: 'actions' }, revoke),
+        h('td', { class: 'nowrap hide-sm', title: fmt.dateTimeLong(k.created_at) }, fmt.date(k.created_at)),
+        h('td', { class: 'nowrap hide-sm', title: k.last_used_at ? fmt.dateTimeLong(k.last_used_at) : 'Never used' }, k.last_used_at ? fmt.relative(k.last_used_at) : h('span', { class: 'muted' }, 'Never')),
+        h('td', { class: 'hide-sm' }, k.revoked ? badge('Revoked', 'neutral') : badge('Active', 'success')),
+        // Phones have no Status column: a revoked key says so where its button was.
+        h('td', { class: 'actions' }, revoke || h('span', { class: 'show-sm' }, badge('Revoked', 'neutral'))),
       );
     }),
   );
@@ -90,6 +92,7 @@ createForm.addEventListener('submit', async (evt) => {
   try {
     const created = await api.createApiKey(keyName.value.trim());
     keyName.value = '';
+    shownKeyId = created.id;
     newKey.textContent = created.key;
     newKeyPanel.hidden = false;
     $('#copy-key').replaceWith(copyButton(() => created.key, { id: 'copy-key', label: 'Copy key' }));
@@ -104,10 +107,13 @@ createForm.addEventListener('submit', async (evt) => {
   }
 });
 
-$('#dismiss-key').addEventListener('click', () => {
+function hideNewKey() {
+  shownKeyId = null;
   newKey.textContent = '';
   newKeyPanel.hidden = true;
-});
+}
+
+$('#dismiss-key').addEventListener('click', hideNewKey);
 
 async function revokeKey(k, button) {
   const label = k.name ? `\u201c${k.name}\u201d (${k.prefix}\u2026)` : `${k.prefix}\u2026`;
@@ -122,6 +128,8 @@ async function revokeKey(k, button) {
   button.textContent = 'Revoking\u2026';
   try {
     await api.revokeApiKey(k.id);
+    // A revoked key is no use to copy.
+    if (k.id === shownKeyId) hideNewKey();
     toast('Key revoked.', 'success');
     await reloadKeys();
   } catch (err) {
@@ -166,7 +174,7 @@ function providerRow(provider, stored) {
     row,
     h('td', { class: 'nowrap strong' }, name),
     h('td', null, status),
-    h('td', { class: 'nowrap muted', title: stored ? fmt.dateTimeLong(stored.updated_at) : undefined }, stored ? fmt.relative(stored.updated_at) : '\u2014'),
+    h('td', { class: 'nowrap muted hide-sm', title: stored ? fmt.dateTimeLong(stored.updated_at) : undefined }, stored ? fmt.relative(stored.updated_at) : '\u2014'),
     actions,
   );
   edit.addEventListener('click', () => openEditor(row, provider, stored));
