@@ -8,9 +8,10 @@
 //!
 //! Every page but `/login` and `/signup` answers `303 See Other` to `/login`
 //! when the caller has no valid session (decided by the `has_session` check
-//! the admin server passes in). The page scripts also go to `/login` when an
-//! API call answers `401`, so a session that expires while a page is open
-//! lands there too.
+//! the admin server passes in), with `?next=<the page asked for>` (except for
+//! `/`) so that logging in returns there. The page scripts also go to `/login`
+//! when an API call answers `401`, so a session that expires while a page is
+//! open lands there too.
 //!
 //! Every response carries a strict Content-Security-Policy (no inline script
 //! or style), `X-Content-Type-Options: nosniff`, `Referrer-Policy:
@@ -27,7 +28,7 @@ use axum::{
     Router,
     body::Body,
     extract::{Path, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -137,25 +138,33 @@ where
         has_session: Arc::new(has_session),
     };
     Router::new()
-        .route("/", get(|s, h| page(s, h, DASHBOARD)))
-        .route("/login", get(|s, h| page(s, h, LOGIN)))
-        .route("/signup", get(|s, h| page(s, h, SIGNUP)))
-        .route("/customers", get(|s, h| page(s, h, CUSTOMERS)))
-        .route("/customers/{id}", get(|s, h| page(s, h, CUSTOMER)))
-        .route("/settings", get(|s, h| page(s, h, SETTINGS)))
+        .route("/", get(|s, u, h| page(s, u, h, DASHBOARD)))
+        .route("/login", get(|s, u, h| page(s, u, h, LOGIN)))
+        .route("/signup", get(|s, u, h| page(s, u, h, SIGNUP)))
+        .route("/customers", get(|s, u, h| page(s, u, h, CUSTOMERS)))
+        .route("/customers/{id}", get(|s, u, h| page(s, u, h, CUSTOMER)))
+        .route("/settings", get(|s, u, h| page(s, u, h, SETTINGS)))
         .route("/assets/{*path}", get(asset))
         .route("/dashboard/config.json", get(serve_config))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
 
-async fn page(State(state): State<Dashboard>, headers: HeaderMap, page: Page) -> Response {
+async fn page(
+    State(state): State<Dashboard>,
+    uri: Uri,
+    headers: HeaderMap,
+    page: Page,
+) -> Response {
     if page.protected && !state.has_session.has_session(&headers) {
+        let location = login_location(&uri);
+        let location =
+            HeaderValue::from_str(&location).unwrap_or(HeaderValue::from_static(LOGIN_PATH));
         return (
             StatusCode::SEE_OTHER,
             [
-                (header::LOCATION, LOGIN_PATH),
-                (header::CACHE_CONTROL, "no-store"),
+                (header::LOCATION, location),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
             ],
         )
             .into_response();
@@ -188,6 +197,25 @@ async fn serve_config(State(state): State<Dashboard>) -> Response {
         state.config_json.to_string(),
     )
         .into_response()
+}
+
+/// `/login`, plus `?next=` naming the page asked for (path and query, percent-encoded)
+/// unless that is the dashboard itself. The login page only follows a `next` that is a
+/// same-site path.
+fn login_location(uri: &Uri) -> String {
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    if target == "/" || !target.starts_with('/') {
+        return LOGIN_PATH.to_owned();
+    }
+    let mut out = format!("{LOGIN_PATH}?next=");
+    for b in target.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A relative path under `assets/` with no way out of it.
@@ -355,10 +383,24 @@ mod tests {
 
     #[tokio::test]
     async fn protected_pages_redirect_to_login_without_session() {
-        for path in PROTECTED {
+        for (path, location) in [
+            ("/", "/login"),
+            ("/customers", "/login?next=%2Fcustomers"),
+            ("/customers/alice", "/login?next=%2Fcustomers%2Falice"),
+            (
+                "/customers/a%2Fb%20c",
+                "/login?next=%2Fcustomers%2Fa%252Fb%2520c",
+            ),
+            ("/settings", "/login?next=%2Fsettings"),
+            ("/?range=7d", "/login?next=%2F%3Frange%3D7d"),
+            (
+                "/customers?range=custom&from=x",
+                "/login?next=%2Fcustomers%3Frange%3Dcustom%26from%3Dx",
+            ),
+        ] {
             let resp = get(path, false).await;
             assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{path}");
-            assert_eq!(header_str(&resp, header::LOCATION), "/login", "{path}");
+            assert_eq!(header_str(&resp, header::LOCATION), location, "{path}");
             assert_eq!(header_str(&resp, header::CACHE_CONTROL), "no-store");
             assert_security_headers(&resp);
         }
