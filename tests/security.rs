@@ -120,10 +120,7 @@ async fn forged_and_malformed_tokens_are_refused() {
             String::from_utf8(t).unwrap()
         }),
         ("extra segment", format!("{token}.extra")),
-        (
-            "two segments",
-            token.rsplit_once('.').unwrap().0.to_owned(),
-        ),
+        ("two segments", token.rsplit_once('.').unwrap().0.to_owned()),
         ("huge token", huge),
         ("empty", String::new()),
     ];
