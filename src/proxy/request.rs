@@ -24,12 +24,22 @@ struct Wire<'a> {
     model: Option<Cow<'a, str>>,
     #[serde(default)]
     stream: Option<serde_json::Value>,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
+    /// `Some(None)` for `"stream_options": null`: the key is there all the same.
+    #[serde(default, deserialize_with = "present")]
+    stream_options: Option<Option<StreamOptions>>,
     #[serde(borrow, default)]
     user: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     metadata: Option<Metadata<'a>>,
+}
+
+/// `Some` whenever the key is present, `null` included (plain `Option` reads null as absent).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -51,14 +61,29 @@ impl RequestInfo {
         if first != Some(&b'{') {
             return RequestInfo::default();
         }
-        let Ok(w) = serde_json::from_slice::<Wire<'_>>(body) else {
-            return RequestInfo::default();
-        };
+        match serde_json::from_slice::<Wire<'_>>(body) {
+            Ok(w) => RequestInfo::from_wire(w),
+            // A key given twice fails the typed parse, yet upstreams accept such a body (the
+            // last value wins). Read it the same way, or a repeated `stream` or
+            // `stream_options` would hide the stream from the include_usage injection.
+            Err(_) => match serde_json::from_slice::<serde_json::Value>(body) {
+                Ok(v) => Wire::deserialize(&v)
+                    .map(RequestInfo::from_wire)
+                    .unwrap_or_default(),
+                Err(_) => RequestInfo::default(),
+            },
+        }
+    }
+
+    fn from_wire(w: Wire<'_>) -> RequestInfo {
+        let stream_options = w.stream_options.as_ref();
         RequestInfo {
             model: w.model.map(Cow::into_owned),
             stream: matches!(w.stream, Some(serde_json::Value::Bool(true))),
-            include_usage: w.stream_options.as_ref().and_then(|s| s.include_usage),
-            has_stream_options: w.stream_options.is_some(),
+            include_usage: stream_options
+                .and_then(Option::as_ref)
+                .and_then(|s| s.include_usage),
+            has_stream_options: stream_options.is_some(),
             body_customer: w
                 .user
                 .or_else(|| w.metadata.and_then(|m| m.user_id))
@@ -154,6 +179,23 @@ mod tests {
 
         let out = inject_include_usage(b" { } ", &RequestInfo::default()).unwrap();
         assert!(serde_json::from_slice::<serde_json::Value>(&out).is_ok());
+    }
+
+    /// Found by fuzz/: a `null` or repeated `stream_options` (or a repeated `stream`)
+    /// made the spliced-in field lose to the client's (the last key wins upstream).
+    #[test]
+    fn injection_wins_over_null_and_repeated_keys() {
+        for body in [
+            &br#"{"stream":true,"stream_options":null}"#[..],
+            br#"{"stream":true,"stream_options":{},"stream_options":{"include_usage":false}}"#,
+            br#"{"stream":"x","stream":true,"stream_options":{"x":0}}"#,
+        ] {
+            let info = RequestInfo::parse(body);
+            assert!(info.stream && info.has_stream_options, "{info:?}");
+            let out = inject_include_usage(body, &info).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["stream_options"]["include_usage"], true, "{v}");
+        }
     }
 
     #[test]
