@@ -300,12 +300,20 @@ fn run_inflate(
     let mut consumed = 0;
     loop {
         let (in_before, out_before) = (inflate.total_in(), inflate.total_out());
-        let status = inflate
-            .decompress(&input[consumed..], buf, FlushDecompress::None)
-            .map_err(|e| DecodeError::corrupt(encoding, e.to_string()))?;
+        let status = inflate.decompress(&input[consumed..], buf, FlushDecompress::None);
         // Both deltas are bounded by the slice lengths passed in.
         let used = usize::try_from(inflate.total_in() - in_before).unwrap_or(usize::MAX);
         let made = usize::try_from(inflate.total_out() - out_before).unwrap_or(usize::MAX);
+        let status = match status {
+            Ok(status) => status,
+            Err(e) => {
+                // What inflate wrote before it found the error is delivered, as it would
+                // have been had the input arrived in smaller chunks: the output must not
+                // depend on how the body was split.
+                emit(buf.get(..made).unwrap_or_default())?;
+                return Err(DecodeError::corrupt(encoding, e.to_string()));
+            }
+        };
         let (Some(rest), Some(produced)) =
             (input.get(consumed.saturating_add(used)..), buf.get(..made))
         else {
