@@ -146,9 +146,15 @@ impl BoundedJson {
                 complete: false,
             });
         }
+        // `tail` holds between one and two windows, depending on how the body was chunked;
+        // only its last window is read, so the result depends on the bytes alone.
+        let window = self
+            .tail
+            .get(self.tail.len().saturating_sub(self.window)..)
+            .unwrap_or_default();
         let head = head_members(&self.buf);
-        let (tail, closed) = tail_members(&self.tail);
-        parse_members(&self.buf, &head, &self.tail, &tail).map(|value| Extracted {
+        let (tail, closed) = tail_members(window);
+        parse_members(&self.buf, &head, window, &tail).map(|value| Extracted {
             value,
             complete: closed,
         })
