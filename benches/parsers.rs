@@ -243,5 +243,66 @@ fn pricing(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, sse_decoder, usage_parsers, request_info, pricing);
+/// Header hygiene and routing as a request from the OpenAI Python SDK meets them.
+fn hot_path(c: &mut Criterion) {
+    use http::HeaderMap;
+    use llmobserve::proxy::{headers, route};
+    let mut sdk = HeaderMap::new();
+    for (k, v) in [
+        ("host", "127.0.0.1:8080"),
+        ("accept-encoding", "gzip, deflate"),
+        ("connection", "keep-alive"),
+        ("accept", "application/json"),
+        ("content-type", "application/json"),
+        ("user-agent", "OpenAI/Python 2.8.1"),
+        ("x-stainless-lang", "python"),
+        ("x-stainless-package-version", "2.8.1"),
+        ("x-stainless-os", "Linux"),
+        ("x-stainless-arch", "x64"),
+        ("x-stainless-runtime", "CPython"),
+        ("x-stainless-runtime-version", "3.13.5"),
+        ("authorization", "Bearer sk-proj-abcdefghijklmnopqrstuvwxyz"),
+        (
+            "x-llmobserve-key",
+            "llmo_sk_0123456789abcdefghijABCDEFGHIJ0123456789",
+        ),
+        ("x-stainless-async", "false"),
+        ("x-stainless-retry-count", "0"),
+        ("x-stainless-read-timeout", "600"),
+        ("content-length", "182"),
+    ] {
+        sdk.insert(
+            http::HeaderName::from_static(k),
+            http::HeaderValue::from_static(v),
+        );
+    }
+    let mut g = c.benchmark_group("hot_path");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("route_and_dot_check", |b| {
+        b.iter(|| {
+            let (p, rest) = route::split(black_box("/v1/chat/completions")).expect("route");
+            (p, route::has_dot_segment(rest))
+        })
+    });
+    g.bench_function("clean_request_headers", |b| {
+        b.iter_batched(
+            || sdk.clone(),
+            |mut h| {
+                headers::clean_request_headers(&mut h);
+                h
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    sse_decoder,
+    usage_parsers,
+    request_info,
+    pricing,
+    hot_path
+);
 criterion_main!(benches);

@@ -42,8 +42,9 @@ struct CallCounts {
 /// Process-wide counters, owned by `AppState`.
 #[derive(Default)]
 pub struct Metrics {
-    /// (provider, model, outcome) → calls and cost. Locked once per finished call.
-    calls: Mutex<HashMap<(Provider, String, Outcome), CallCounts>>,
+    /// (provider, outcome) → model → calls and cost. Locked once per finished call, for
+    /// a lookup by `&str` (no allocation once a model has been seen).
+    calls: Mutex<HashMap<(Provider, Outcome), HashMap<String, CallCounts>>>,
     overhead_buckets: [AtomicU64; OVERHEAD_BUCKETS_US.len()],
     overhead_count: AtomicU64,
     overhead_sum_us: AtomicU64,
@@ -61,9 +62,18 @@ impl Metrics {
     ) {
         let model = model.filter(|m| !m.is_empty()).unwrap_or("unknown");
         // Cap label length: a model name is client-controlled text.
-        let model: String = model.chars().take(64).collect();
+        let model = match model.char_indices().nth(64) {
+            Some((end, _)) => &model[..end],
+            None => model,
+        };
         let mut m = self.calls.lock().unwrap_or_else(|p| p.into_inner());
-        let c = m.entry((provider, model, outcome)).or_default();
+        let by_model = m.entry((provider, outcome)).or_default();
+        if !by_model.contains_key(model) {
+            by_model.insert(model.to_owned(), CallCounts::default());
+        }
+        let Some(c) = by_model.get_mut(model) else {
+            return;
+        };
         c.calls += 1;
         if let Some(cost) = cost {
             c.cost += cost;
@@ -91,8 +101,11 @@ impl Metrics {
     pub fn render(&self, writer: &crate::store::writer::WriterStats) -> String {
         let mut out = String::new();
         let calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
-        let mut rows: Vec<_> = calls.iter().collect();
-        rows.sort_by(|a, b| a.0.cmp(b.0));
+        let mut rows: Vec<_> = calls
+            .iter()
+            .flat_map(|((p, o), by_model)| by_model.iter().map(move |(m, c)| ((p, m, o), c)))
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
         out.push_str("# HELP llmobserve_requests_total Proxied calls by provider, model and outcome.\n# TYPE llmobserve_requests_total counter\n");
         for ((p, m, o), c) in &rows {
             let _ = writeln!(

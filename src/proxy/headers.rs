@@ -21,6 +21,12 @@ const HOP_BY_HOP: [&HeaderName; 8] = [
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if !h.contains_key(header::CONNECTION) {
+        for n in HOP_BY_HOP {
+            h.remove(n);
+        }
+        return;
+    }
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -43,12 +49,13 @@ pub fn clean_request_headers(h: &mut HeaderMap) {
     // The body may be rewritten; hyper sets the length of what is actually sent.
     h.remove(header::CONTENT_LENGTH);
     h.remove(&X_CUSTOMER_ID);
-    let ours: Vec<HeaderName> = h
+    // The key header by name (the common case, no allocation), then any other of ours.
+    h.remove(&super::auth::X_LLMOBSERVE_KEY);
+    while let Some(k) = h
         .keys()
-        .filter(|k| k.as_str().starts_with("x-llmobserve-"))
+        .find(|k| k.as_str().starts_with("x-llmobserve-"))
         .cloned()
-        .collect();
-    for k in ours {
+    {
         h.remove(k);
     }
 }

@@ -14,6 +14,7 @@ pub mod request;
 pub mod route;
 pub mod server;
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -166,8 +167,8 @@ async fn handle_inner(
 
     // Upstream request.
     let query = parts.uri.query().map(|q| match mode {
-        Mode::Managed(Slot::QueryKey) => auth::strip_query_key(q),
-        _ => q.to_owned(),
+        Mode::Managed(Slot::QueryKey) => Cow::Owned(auth::strip_query_key(q)),
+        _ => Cow::Borrowed(q),
     });
     let mut pq = String::with_capacity(
         base.path.len() + rest.len() + 1 + query.as_ref().map_or(0, |q| q.len()),

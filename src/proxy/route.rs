@@ -35,12 +35,33 @@ pub fn split(path: &str) -> Option<(Provider, &str)> {
 
 /// True when a path has a `.` or `..` segment, plain or percent-encoded: such paths
 /// could climb out of the provider's base path upstream, so they are refused.
+/// Allocation-free: it runs on every request.
 pub fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|seg| {
-        let lower = seg.to_ascii_lowercase();
-        let decoded = lower.replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    }) || path.to_ascii_lowercase().contains("%2f")
+    let b = path.as_bytes();
+    b.windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'2' && w[2] | 0x20 == b'f')
+        || b.split(|c| *c == b'/').any(is_dot_segment)
+}
+
+/// `.` or `..`, each dot plain or as `%2e`/`%2E`.
+fn is_dot_segment(seg: &[u8]) -> bool {
+    let mut dots = 0;
+    let mut i = 0;
+    while i < seg.len() {
+        if seg[i] == b'.' {
+            i += 1;
+        } else if seg.len() - i >= 3
+            && seg[i] == b'%'
+            && seg[i + 1] == b'2'
+            && seg[i + 2] | 0x20 == b'e'
+        {
+            i += 3;
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 #[cfg(test)]
@@ -88,6 +109,13 @@ mod tests {
         assert!(has_dot_segment("/v1/%2e%2e/admin"));
         assert!(has_dot_segment("/v1/%2E./admin"));
         assert!(has_dot_segment("/v1/a%2fb"));
+        assert!(has_dot_segment("/v1/%2e"));
+        assert!(has_dot_segment("/v1/.%2E/x"));
+        assert!(has_dot_segment("/v1/A%2Fb"));
+        assert!(!has_dot_segment("/v1/.../x"));
+        assert!(!has_dot_segment("/v1/.x/..y"));
+        assert!(!has_dot_segment("/v1/%2"));
+        assert!(!has_dot_segment("/v1//x"));
         assert!(!has_dot_segment("/v1/chat/completions"));
         assert!(!has_dot_segment(
             "/v1beta/models/gemini-2.5-pro:generateContent"
