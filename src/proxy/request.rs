@@ -63,15 +63,29 @@ impl RequestInfo {
         }
         match serde_json::from_slice::<Wire<'_>>(body) {
             Ok(w) => RequestInfo::from_wire(w),
-            // A key given twice fails the typed parse, yet upstreams accept such a body (the
-            // last value wins). Read it the same way, or a repeated `stream` or
-            // `stream_options` would hide the stream from the include_usage injection.
+            // A repeated key or a field of an unexpected type fails the typed parse, yet
+            // upstreams read such a body (a repeated key's last value wins). Read it field by
+            // field the same way, or a repeated `stream` or `stream_options` would hide the
+            // stream from the include_usage injection.
             Err(_) => match serde_json::from_slice::<serde_json::Value>(body) {
-                Ok(v) => Wire::deserialize(&v)
-                    .map(RequestInfo::from_wire)
-                    .unwrap_or_default(),
-                Err(_) => RequestInfo::default(),
+                Ok(serde_json::Value::Object(fields)) => RequestInfo::from_fields(&fields),
+                _ => RequestInfo::default(),
             },
+        }
+    }
+
+    fn from_fields(fields: &serde_json::Map<String, serde_json::Value>) -> RequestInfo {
+        let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_owned);
+        let stream_options = fields.get("stream_options");
+        RequestInfo {
+            model: text(fields.get("model")),
+            stream: fields.get("stream") == Some(&serde_json::Value::Bool(true)),
+            include_usage: stream_options
+                .and_then(|o| o.get("include_usage"))
+                .and_then(serde_json::Value::as_bool),
+            has_stream_options: stream_options.is_some(),
+            body_customer: text(fields.get("user"))
+                .or_else(|| text(fields.get("metadata").and_then(|m| m.get("user_id")))),
         }
     }
 
@@ -181,14 +195,15 @@ mod tests {
         assert!(serde_json::from_slice::<serde_json::Value>(&out).is_ok());
     }
 
-    /// Found by fuzz/: a `null` or repeated `stream_options` (or a repeated `stream`)
-    /// made the spliced-in field lose to the client's (the last key wins upstream).
+    /// Found by fuzz/: a `null` or repeated `stream_options` (or a repeated or mistyped
+    /// field) made the spliced-in field lose to the client's (the last key wins upstream).
     #[test]
     fn injection_wins_over_null_and_repeated_keys() {
         for body in [
             &br#"{"stream":true,"stream_options":null}"#[..],
             br#"{"stream":true,"stream_options":{},"stream_options":{"include_usage":false}}"#,
             br#"{"stream":"x","stream":true,"stream_options":{"x":0}}"#,
+            br#"{"model":true,"stream":true,"stream_options":{"include_usage":"no"}}"#,
         ] {
             let info = RequestInfo::parse(body);
             assert!(info.stream && info.has_stream_options, "{info:?}");
