@@ -243,14 +243,20 @@ impl UsageChunkFilter {
 
     /// The event ending at `chunk[end]` is complete: forward or drop it. Returns "kept".
     fn end_event(&mut self, out: &mut Out<'_>, start: usize, end: usize) -> bool {
-        let pass = self.pass_through || !self.event_has_lines;
+        let last = out.chunk.slice(start..end);
+        // The same tests as `continue_event`, on the event's last piece too: whether an
+        // event is removed must not depend on where the chunks happened to end.
+        let pass = self.pass_through
+            || !self.event_has_lines
+            || self.held_len + last.len() > self.max_held_bytes
+            || self.shows_choices(&last);
         let mut held = std::mem::take(&mut self.held);
         self.held_len = 0;
         self.pass_through = false;
         self.event_has_lines = false;
         self.carry.clear();
         if !pass {
-            held.push(out.chunk.slice(start..end));
+            held.push(last);
             if self.is_usage_event(&held) {
                 self.removed += 1;
                 return false;
@@ -318,6 +324,10 @@ impl UsageChunkFilter {
     fn is_usage_event(&mut self, parts: &[Bytes]) -> bool {
         let mut found = false;
         let mut check = |ev: super::super::sse::SseEvent<'_>| {
+            // A derived struct also deserializes from a JSON array; the chunk is an object.
+            if !ev.data.trim_ascii_start().starts_with(b"{") {
+                return;
+            }
             if let Ok(probe) = serde_json::from_slice::<UsageProbe>(ev.data) {
                 found |= probe.choices.is_some_and(|c| c.is_empty()) && probe.usage.is_some();
             }
