@@ -31,8 +31,9 @@ pub async fn build_core(config: Config) -> anyhow::Result<Core> {
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let db_path = config.data_dir.join(DB_FILE);
     let faults = config.storage_faults.clone();
+    let cache_bytes = config.db_cache_mib.saturating_mul(1024 * 1024);
     let store = tokio::task::spawn_blocking(move || {
-        crate::store::Store::open_with_faults(&db_path, faults)
+        crate::store::Store::open_with(&db_path, cache_bytes, faults)
     })
     .await?
     .context("opening the database (is another llmobserve using this data dir?)")?;

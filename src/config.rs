@@ -116,6 +116,9 @@ pub struct RunArgs {
     /// How long shutdown waits for in-flight streams, in milliseconds.
     #[arg(long, env = "LLMO_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
     pub shutdown_grace_ms: u64,
+    /// Memory for the database's page cache, in MiB.
+    #[arg(long, env = "LLMO_DB_CACHE_MIB", default_value_t = 32)]
+    pub db_cache_mib: usize,
     /// Capacity of the event writer queue.
     #[arg(long, env = "LLMO_WRITER_QUEUE", default_value_t = 65_536)]
     pub writer_queue: usize,
@@ -253,6 +256,7 @@ pub struct Config {
     pub public_proxy_url: Option<String>,
     pub shutdown_grace: Duration,
     pub writer_queue: usize,
+    pub db_cache_mib: usize,
     /// Upstream per provider; a provider missing here (Azure unset) answers 404.
     pub upstreams: HashMap<Provider, BaseUrl>,
     /// Tests only: a switch that makes the database file fail writes like a full disk.
@@ -313,6 +317,7 @@ impl Config {
             public_proxy_url: a.public_proxy_url,
             shutdown_grace: Duration::from_millis(a.shutdown_grace_ms),
             writer_queue: a.writer_queue,
+            db_cache_mib: a.db_cache_mib,
             upstreams,
             storage_faults: None,
         })

@@ -36,8 +36,13 @@ impl FaultSwitch {
     }
 }
 
+/// redb's page cache by default (its own default is 1 GiB, which shows up as RSS that
+/// grows with the database file until it reaches that size).
+pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 pub(super) struct DbHandle {
     path: PathBuf,
+    cache_bytes: usize,
     faults: Option<Arc<FaultSwitch>>,
     db: RwLock<Option<Arc<Database>>>,
 }
@@ -45,11 +50,13 @@ pub(super) struct DbHandle {
 impl DbHandle {
     pub(super) fn open(
         path: &Path,
+        cache_bytes: usize,
         faults: Option<Arc<FaultSwitch>>,
     ) -> Result<DbHandle, StoreError> {
-        let db = open_db(path, faults.as_ref())?;
+        let db = open_db(path, cache_bytes, faults.as_ref())?;
         Ok(DbHandle {
             path: path.to_owned(),
+            cache_bytes,
             faults,
             db: RwLock::new(Some(Arc::new(db))),
         })
@@ -80,14 +87,19 @@ impl DbHandle {
             // when the last one ends, so opening may need a retry.
             drop(old);
         }
-        let db = open_db(&self.path, self.faults.as_ref())?;
+        let db = open_db(&self.path, self.cache_bytes, self.faults.as_ref())?;
         *slot = Some(Arc::new(db));
         Ok(())
     }
 }
 
-fn open_db(path: &Path, faults: Option<&Arc<FaultSwitch>>) -> Result<Database, StoreError> {
-    let builder = Database::builder();
+fn open_db(
+    path: &Path,
+    cache_bytes: usize,
+    faults: Option<&Arc<FaultSwitch>>,
+) -> Result<Database, StoreError> {
+    let mut builder = Database::builder();
+    builder.set_cache_size(cache_bytes);
     let db = match faults {
         None => builder.create(path)?,
         Some(switch) => {

@@ -51,7 +51,7 @@ from_redb!(
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-pub use handle::FaultSwitch;
+pub use handle::{DEFAULT_CACHE_BYTES, FaultSwitch};
 
 /// Cheap-to-clone handle on the database.
 #[derive(Clone)]
@@ -68,12 +68,17 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (or creates) the database file and makes sure every table exists.
     pub fn open(path: &Path) -> Result<Store> {
-        Store::open_with_faults(path, None)
+        Store::open_with(path, handle::DEFAULT_CACHE_BYTES, None)
     }
 
-    /// Like [`Store::open`], with a switch that can make the file fail writes (tests).
-    pub fn open_with_faults(path: &Path, faults: Option<Arc<FaultSwitch>>) -> Result<Store> {
-        let db = handle::DbHandle::open(path, faults)?;
+    /// Like [`Store::open`], with the page cache size in bytes and, for tests, a switch
+    /// that can make the file fail writes.
+    pub fn open_with(
+        path: &Path,
+        cache_bytes: usize,
+        faults: Option<Arc<FaultSwitch>>,
+    ) -> Result<Store> {
+        let db = handle::DbHandle::open(path, cache_bytes, faults)?;
         let w = db.begin_write()?;
         {
             w.open_table(USERS)?;
