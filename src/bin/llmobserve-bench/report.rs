@@ -287,6 +287,14 @@ pub fn render(r: &Report) -> String {
             s.models,
             s.stats_ms
         );
+        if s.stats_calls != s.writer_events + s.bulk_events {
+            let _ = writeln!(
+                out,
+                "| **stats counted {} calls, expected {}** | mismatch |",
+                s.stats_calls,
+                s.writer_events + s.bulk_events
+            );
+        }
         let _ = writeln!(out, "| restart (build_core) | {:.1} ms |\n", s.restart_ms);
     }
     out
