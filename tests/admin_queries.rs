@@ -896,17 +896,21 @@ async fn stats_over_a_million_events_answer_fast() {
             assert_eq!(st["input_tokens"], expected.input);
             assert_eq!(st["output_tokens"], expected.output);
         }
-        let mut worst = Duration::ZERO;
+        // The median of five: robust to a noisy 2-core machine, while a scan of the raw
+        // events would take seconds, far past the limit.
+        let mut times = Vec::new();
         for _ in 0..5 {
             let t = Instant::now();
             let (status, _) = get(&ctx, &format!("/api/stats?{qs}")).await;
-            worst = worst.max(t.elapsed());
+            times.push(t.elapsed());
             assert_eq!(status, 200);
         }
-        report.push(format!("{name}: {worst:?}"));
+        times.sort();
+        let median = times[2];
+        report.push(format!("{name}: median {median:?}, worst {:?}", times[4]));
         assert!(
-            worst < Duration::from_millis(100),
-            "/api/stats ({name}) took {worst:?} over {EVENTS} events: is it scanning raw events?"
+            median < Duration::from_millis(100),
+            "/api/stats ({name}) took {median:?} over {EVENTS} events: is it scanning raw events?"
         );
     }
     // The other aggregate endpoints ride on the same rollups.
@@ -928,7 +932,7 @@ async fn stats_over_a_million_events_answer_fast() {
         assert!(took < Duration::from_millis(250), "{path} took {took:?}");
     }
     eprintln!(
-        "1M events built in {build_time:?}; worst of 5: {}",
+        "1M events built in {build_time:?}; {}",
         report.join(", ")
     );
 }
