@@ -15,6 +15,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 secs="${1:-10}"
+# libFuzzer reads -max_total_time=0 as "no limit".
+if ! [[ "$secs" =~ ^[1-9][0-9]*$ ]]; then
+  echo "usage: bash fuzz/run.sh [seconds per target, at least 1]" >&2
+  exit 2
+fi
 all_targets=(sse_decoder usage_parsers chunk_filter content_decoder api_key request route)
 read -r -a targets <<<"${FUZZ_TARGETS:-${all_targets[*]}}"
 
