@@ -117,7 +117,7 @@ pub struct RunArgs {
     #[arg(long, env = "LLMO_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
     pub shutdown_grace_ms: u64,
     /// Memory for the database's page cache, in MiB.
-    #[arg(long, env = "LLMO_DB_CACHE_MIB", default_value_t = 32)]
+    #[arg(long, env = "LLMO_DB_CACHE_MIB", default_value_t = 16)]
     pub db_cache_mib: usize,
     /// Capacity of the event writer queue.
     #[arg(long, env = "LLMO_WRITER_QUEUE", default_value_t = 65_536)]

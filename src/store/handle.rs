@@ -38,7 +38,7 @@ impl FaultSwitch {
 
 /// redb's page cache by default (its own default is 1 GiB, which shows up as RSS that
 /// grows with the database file until it reaches that size).
-pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
+pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 pub(super) struct DbHandle {
     path: PathBuf,

@@ -205,6 +205,20 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Median of the samples between two fractions of the run.
+fn median_of(v: &[usize], from: f64, to: f64) -> usize {
+    let (a, b) = (
+        (v.len() as f64 * from) as usize,
+        (v.len() as f64 * to) as usize,
+    );
+    let mut part = v
+        .get(a..b.max(a + 1).min(v.len()))
+        .unwrap_or_default()
+        .to_vec();
+    part.sort_unstable();
+    part.get(part.len() / 2).copied().unwrap_or(0)
+}
+
 /// Least-squares slope of (minutes, MiB) points, in MiB per minute.
 fn slope(points: &[(f64, f64)]) -> f64 {
     let n = points.len() as f64;
@@ -336,6 +350,7 @@ async fn main() -> anyhow::Result<()> {
         "minutes": cli.minutes, "rate": cli.rate, "requests": n, "errors": errors,
         "rss_kib": samples.iter().map(|s| [s.0, s.1 as f64]).collect::<Vec<_>>(),
         "fds": samples.iter().map(|s| s.2).collect::<Vec<_>>(),
+        "fds_end": fds_end,
         "rss_growth_mib_per_min_second_half": growth,
         "per_minute": minutes.iter().map(|m| serde_json::json!({
             "ok": m.0, "p50_ms": m.1.as_secs_f64() * 1e3, "p99_ms": m.2.as_secs_f64() * 1e3, "rss_mib": m.3 as f64 / 1024.0
@@ -347,8 +362,12 @@ async fn main() -> anyhow::Result<()> {
     if growth > 1.0 {
         failures.push(format!("memory grows {growth:.3} MiB/min (limit 1)"));
     }
-    if fds_end > fds_start + 10 {
-        failures.push(format!("descriptors grew {fds_start} → {fds_end}"));
+    // Open descriptors move with the number of live connections; a leak shows as a
+    // rising level. Compare the second quarter's median with the last quarter's.
+    let fds: Vec<usize> = samples.iter().map(|s| s.2).collect();
+    let (q2, q4) = (median_of(&fds, 0.25, 0.5), median_of(&fds, 0.75, 1.0));
+    if q4 > q2 + 8 {
+        failures.push(format!("descriptors rose from ~{q2} to ~{q4}"));
     }
     if minutes.len() >= 2 && last_p99 > first_p99 * 3 + Duration::from_millis(5) {
         failures.push("p99 not steady".to_owned());
