@@ -59,7 +59,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$work"
   out="fuzz/target/logs/$t.log"
   if cargo "${toolchain[@]}" fuzz run "${build[@]}" "$t" "$work" "fuzz/corpus/$t" -- \
-      -max_total_time="$secs" -timeout=10 -print_final_stats=1 >"$out" 2>&1; then
+      -max_total_time="$secs" -seed="${FUZZ_SEED:-1}" -timeout=10 -print_final_stats=1 >"$out" 2>&1; then
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out")
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$out")
     log "$t: ok, ${runs:-?} runs, ${rate:-?} exec/s"
