@@ -4,6 +4,7 @@
 #   bash fuzz/run.sh [seconds]          # default 10 s per target
 #   FUZZ_TARGETS="route api_key" bash fuzz/run.sh 60
 #   FUZZ_SANITIZER=address bash fuzz/run.sh   # ASan, needs a nightly toolchain
+#   FUZZ_JOBS=1 bash fuzz/run.sh        # targets one at a time (default: one per core)
 #
 # Installs cargo-fuzz if it is missing. Works on stable with `-s none` (no sanitizer:
 # the product forbids unsafe code, so ASan mostly guards the C parts of dependencies).
@@ -52,14 +53,33 @@ build_started=$SECONDS
 cargo "${toolchain[@]}" fuzz build "${build[@]}"
 log "build took $((SECONDS - build_started)) s"
 
-mkdir -p fuzz/target/logs
+# Each target is one single-threaded libFuzzer process: run one per core at a time.
+jobs="${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}"
+logs=fuzz/target/logs
+mkdir -p "$logs"
+run_target() {
+  local t=$1
+  mkdir -p "fuzz/target/corpus/$t"
+  rm -f "$logs/$t.rc"
+  set +e
+  cargo "${toolchain[@]}" fuzz run "${build[@]}" "$t" "fuzz/target/corpus/$t" "fuzz/corpus/$t" -- \
+    -max_total_time="$secs" -seed="${FUZZ_SEED:-1}" -timeout=10 -print_final_stats=1 \
+    >"$logs/$t.log" 2>&1
+  echo $? >"$logs/$t.rc"
+}
+log "running each target for $secs s, $jobs at a time"
+for t in "${targets[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
+    wait -n || true
+  done
+  run_target "$t" &
+done
+wait
+
 failed=()
 for t in "${targets[@]}"; do
-  work="fuzz/target/corpus/$t"
-  mkdir -p "$work"
-  out="fuzz/target/logs/$t.log"
-  if cargo "${toolchain[@]}" fuzz run "${build[@]}" "$t" "$work" "fuzz/corpus/$t" -- \
-      -max_total_time="$secs" -seed="${FUZZ_SEED:-1}" -timeout=10 -print_final_stats=1 >"$out" 2>&1; then
+  out="$logs/$t.log"
+  if [ "$(cat "$logs/$t.rc" 2>/dev/null)" = 0 ]; then
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out")
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$out")
     log "$t: ok, ${runs:-?} runs, ${rate:-?} exec/s"
@@ -67,7 +87,7 @@ for t in "${targets[@]}"; do
     failed+=("$t")
     log "$t: FAILED (log: $out)"
     grep -E -A4 "panicked at|ERROR: libFuzzer|SUMMARY" "$out" | head -n 20 || true
-    grep -E "Test unit written to" "$out" || true
+    grep -E "Test unit written to" "$out" | head -n 1 || true
   fi
 done
 
