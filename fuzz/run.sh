@@ -47,8 +47,12 @@ fi
 # 16 codegen units: the build is most of the time this script takes, and the checks run
 # about as fast as with cargo-fuzz's default of one.
 build=(-s "$sanitizer" --no-cfg-fuzzing --codegen-units 16)
+if [ "$sanitizer" != none ]; then
+  # Another toolchain and flags: keep its build apart so neither invalidates the other.
+  build+=(--target-dir "fuzz/target/$sanitizer")
+fi
 
-log "building ${#targets[@]} targets (sanitizer: $sanitizer)"
+log "building the fuzz targets (sanitizer: $sanitizer)"
 build_started=$SECONDS
 cargo "${toolchain[@]}" fuzz build "${build[@]}"
 log "build took $((SECONDS - build_started)) s"
