@@ -931,8 +931,5 @@ async fn stats_over_a_million_events_answer_fast() {
         }
         assert!(took < Duration::from_millis(250), "{path} took {took:?}");
     }
-    eprintln!(
-        "1M events built in {build_time:?}; {}",
-        report.join(", ")
-    );
+    eprintln!("1M events built in {build_time:?}; {}", report.join(", "));
 }

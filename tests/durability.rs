@@ -165,7 +165,7 @@ fn load(
         let mut tasks = Vec::new();
         while start.elapsed() < run {
             let id = format!("{tag}-{n}");
-            let (path, body) = if n % 2 == 0 {
+            let (path, body) = if n.is_multiple_of(2) {
                 ("/v1/chat/completions", CHAT)
             } else {
                 ("/anthropic/v1/messages", MESSAGES)
@@ -293,7 +293,11 @@ async fn sigterm_under_load_finishes_open_streams_and_loses_nothing() {
     assert!(mock.completed_streams() > 0);
     let stored = stored_customers(dir.path());
     let finished = finished.lock().unwrap().clone();
-    assert!(finished.len() > 30, "only {} calls finished", finished.len());
+    assert!(
+        finished.len() > 30,
+        "only {} calls finished",
+        finished.len()
+    );
     let stored_set: std::collections::HashSet<_> = stored.iter().cloned().collect();
     assert_eq!(stored_set.len(), stored.len(), "no duplicates");
     for id in finished.keys() {
