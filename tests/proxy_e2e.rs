@@ -365,9 +365,7 @@ async fn every_fixture_is_forwarded_byte_for_byte_and_metered_exactly() {
     let acct = app.account("fixtures@example.com").await;
     for (i, case) in cases().iter().enumerate() {
         let resp = app
-            .http
-            .post(app.url(case.path))
-            .header("x-llmobserve-key", &acct.key)
+            .passthrough(case.path, &acct.key)
             .header("authorization", "Bearer sk-provider-own-key")
             .header("x-test-fixture", case.fixture)
             .header("content-type", "application/json")
@@ -457,9 +455,7 @@ async fn stream_without_include_usage_is_asked_for_usage_and_the_extra_chunk_is_
     let body =
         r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     let got = app
-        .http
-        .post(app.url("/v1/chat/completions"))
-        .header("x-llmobserve-key", &acct.key)
+        .passthrough("/v1/chat/completions", &acct.key)
         .header("authorization", "Bearer sk-own")
         .body(body)
         .send()
@@ -532,9 +528,7 @@ async fn headers_are_cleaned_and_the_body_is_forwarded_unchanged() {
     let acct = app.account("headers@example.com").await;
     let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"héllo"}],"user":"ignored-because-header"}"#;
     let resp = app
-        .http
-        .post(app.url("/v1/chat/completions?foo=bar&x=1"))
-        .header("x-llmobserve-key", &acct.key)
+        .passthrough("/v1/chat/completions?foo=bar&x=1", &acct.key)
         .header("x-llmobserve-debug", "1")
         .header("x-customer-id", "alice")
         .header("authorization", "Bearer sk-provider")
@@ -779,17 +773,13 @@ async fn unknown_routes_and_unset_azure_are_404() {
     .await;
     let acct = app.account("routes@example.com").await;
     let r = app
-        .http
-        .post(app.url("/nope/v1/chat/completions"))
-        .header("x-llmobserve-key", &acct.key)
+        .passthrough("/nope/v1/chat/completions", &acct.key)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
     let r = app
-        .http
-        .post(app.url("/azure/openai/deployments/d/chat/completions"))
-        .header("x-llmobserve-key", &acct.key)
+        .passthrough("/azure/openai/deployments/d/chat/completions", &acct.key)
         .send()
         .await
         .unwrap();
@@ -823,9 +813,7 @@ async fn upstream_errors_pass_through_byte_for_byte_and_are_recorded() {
     let app = TestApp::spawn(&mock.base_url()).await;
     let acct = app.account("errors@example.com").await;
     let r = app
-        .http
-        .post(app.url("/v1/chat/completions"))
-        .header("x-llmobserve-key", &acct.key)
+        .passthrough("/v1/chat/completions", &acct.key)
         .body(CHAT)
         .send()
         .await
@@ -837,9 +825,7 @@ async fn upstream_errors_pass_through_byte_for_byte_and_are_recorded() {
         fixture("openai/error_429_rate_limit.json")
     );
     let r = app
-        .http
-        .post(app.url("/anthropic/v1/messages"))
-        .header("x-llmobserve-key", &acct.key)
+        .passthrough("/anthropic/v1/messages", &acct.key)
         .body(MESSAGES)
         .send()
         .await
@@ -875,9 +861,7 @@ async fn client_disconnect_mid_stream_cancels_upstream_and_records_cancelled() {
     let app = TestApp::spawn(&mock.base_url()).await;
     let acct = app.account("cancel@example.com").await;
     let mut resp = app
-        .http
-        .post(app.url("/anthropic/v1/messages"))
-        .header("x-llmobserve-key", &acct.key)
+        .passthrough("/anthropic/v1/messages", &acct.key)
         .body(MESSAGES)
         .send()
         .await
@@ -909,9 +893,7 @@ async fn body_over_the_limit_is_413_and_not_forwarded() {
     );
     // With Content-Length.
     let r = app
-        .http
-        .post(app.url("/v1/chat/completions"))
-        .header("x-llmobserve-key", &acct.key)
+        .passthrough("/v1/chat/completions", &acct.key)
         .body(big.clone())
         .send()
         .await
@@ -927,9 +909,7 @@ async fn body_over_the_limit_is_413_and_not_forwarded() {
             .collect::<Vec<_>>(),
     );
     let r = app
-        .http
-        .post(app.url("/v1/chat/completions"))
-        .header("x-llmobserve-key", &acct.key)
+        .passthrough("/v1/chat/completions", &acct.key)
         .body(reqwest::Body::wrap_stream(stream))
         .send()
         .await
@@ -956,9 +936,7 @@ async fn invalid_customer_id_is_400_and_body_fields_attribute_calls() {
     for bad in [&b"tab\tinside"[..], &b"caf\xc3\xa9"[..], long.as_bytes()] {
         let bad = reqwest::header::HeaderValue::from_bytes(bad).unwrap();
         let r = app
-            .http
-            .post(app.url("/v1/chat/completions"))
-            .header("x-llmobserve-key", &acct.key)
+            .passthrough("/v1/chat/completions", &acct.key)
             .header("x-customer-id", bad.clone())
             .body(CHAT)
             .send()
@@ -974,16 +952,12 @@ async fn invalid_customer_id_is_400_and_body_fields_attribute_calls() {
         );
     }
     assert_eq!(mock.request_count(), 0);
-    app.http
-        .post(app.url("/v1/chat/completions"))
-        .header("x-llmobserve-key", &acct.key)
+    app.passthrough("/v1/chat/completions", &acct.key)
         .body(r#"{"model":"gpt-4o","messages":[],"user":"from-body"}"#)
         .send()
         .await
         .unwrap();
-    app.http
-        .post(app.url("/anthropic/v1/messages"))
-        .header("x-llmobserve-key", &acct.key)
+    app.passthrough("/anthropic/v1/messages", &acct.key)
         .body(r#"{"model":"claude","messages":[],"metadata":{"user_id":"from-metadata"}}"#)
         .send()
         .await
@@ -1013,9 +987,7 @@ async fn gzip_response_reaches_the_client_compressed_and_is_metered() {
     let app = TestApp::spawn(&mock.base_url()).await;
     let acct = app.account("gzip@example.com").await;
     let r = app
-        .http
-        .post(app.url("/v1/chat/completions"))
-        .header("x-llmobserve-key", &acct.key)
+        .passthrough("/v1/chat/completions", &acct.key)
         .header("accept-encoding", "gzip")
         .body(CHAT)
         .send()
@@ -1029,9 +1001,7 @@ async fn gzip_response_reaches_the_client_compressed_and_is_metered() {
         "client gets the compressed bytes as sent"
     );
     let r = app
-        .http
-        .post(app.url("/anthropic/v1/messages"))
-        .header("x-llmobserve-key", &acct.key)
+        .passthrough("/anthropic/v1/messages", &acct.key)
         .header("accept-encoding", "gzip")
         .body(MESSAGES)
         .send()
@@ -1058,9 +1028,7 @@ async fn events_survive_a_restart_on_the_same_data_dir() {
     let acct = app.account("restart@example.com").await;
     for _ in 0..3 {
         let r = app
-            .http
-            .post(app.url("/v1/chat/completions"))
-            .header("x-llmobserve-key", &acct.key)
+            .passthrough("/v1/chat/completions", &acct.key)
             .body(CHAT)
             .send()
             .await
@@ -1078,9 +1046,7 @@ async fn events_survive_a_restart_on_the_same_data_dir() {
     );
     // The key still works after the restart (cache rebuilt from the store).
     let r = app
-        .http
-        .post(app.url("/v1/chat/completions"))
-        .header("x-llmobserve-key", &acct.key)
+        .passthrough("/v1/chat/completions", &acct.key)
         .body(CHAT)
         .send()
         .await

@@ -105,6 +105,13 @@ impl TestApp {
         .expect("provider key stored");
     }
 
+    /// A POST to the proxy in pass-through mode (`X-LLMObserve-Key: key`).
+    pub fn passthrough(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(self.url(path))
+            .header("x-llmobserve-key", key)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.proxy, path)
     }
