@@ -44,6 +44,8 @@ pub struct LoadResult {
     pub errors: u64,
     /// 200 answers whose body differed from the mock's.
     pub wrong_bytes: u64,
+    /// Every request answered, warm-up included (for CPU per request).
+    pub answered: u64,
     /// The measured window (after warm-up).
     pub elapsed: Duration,
     pub ttfb_us: Vec<u32>,
@@ -60,6 +62,7 @@ impl LoadResult {
         self.ok += o.ok;
         self.errors += o.errors;
         self.wrong_bytes += o.wrong_bytes;
+        self.answered += o.answered;
         self.ttfb_us.extend(o.ttfb_us);
         self.ttlb_us.extend(o.ttlb_us);
     }
@@ -209,6 +212,7 @@ async fn worker(
             }
         }
         let ttlb = t0.elapsed();
+        r.answered += 1;
         if failed || !status_ok {
             r.errors += 1;
             if failed {

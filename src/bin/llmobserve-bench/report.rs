@@ -23,10 +23,14 @@ pub struct Round {
     pub wrong_bytes: u64,
     pub requests: u64,
     pub peak_rss_kib: u64,
+    /// CPU time (user + system) the target process spent per answered request, µs.
+    /// Less noisy than throughput on a shared machine: it does not depend on how the
+    /// load generator and the mock share the cores.
+    pub cpu_us_per_req: f64,
 }
 
 impl Round {
-    pub fn from_result(r: &LoadResult, peak_rss_kib: u64) -> Round {
+    pub fn from_result(r: &LoadResult, peak_rss_kib: u64, cpu_us: f64) -> Round {
         Round {
             rps: r.rps(),
             p50_us: percentile(&r.ttlb_us, 0.50),
@@ -40,6 +44,11 @@ impl Round {
             wrong_bytes: r.wrong_bytes,
             requests: r.ok,
             peak_rss_kib,
+            cpu_us_per_req: if r.answered > 0 {
+                cpu_us / r.answered as f64
+            } else {
+                0.0
+            },
         }
     }
 }
@@ -64,6 +73,7 @@ pub fn median(rounds: &[Round]) -> Round {
         wrong_bytes: rounds.iter().map(|r| r.wrong_bytes).sum(),
         requests: rounds.iter().map(|r| r.requests).sum(),
         peak_rss_kib: rounds.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0),
+        cpu_us_per_req: med(|r| r.cpu_us_per_req),
     }
 }
 
@@ -159,20 +169,20 @@ pub fn render(r: &Report) -> String {
         if streamed {
             let _ = writeln!(
                 out,
-                "| conns | target | req/s | TTFB p50 µs | TTFB p99 µs | TTLB p50 µs | TTLB p99 µs | p99.9 µs | +TTFB p99 | +TTLB p99 | × pass-through | peak RSS MiB | errors |"
+                "| conns | target | req/s | TTFB p50 µs | TTFB p99 µs | TTLB p50 µs | TTLB p99 µs | p99.9 µs | +TTFB p99 | +TTLB p99 | × pass-through | CPU µs/req | × pass-through CPU | peak RSS MiB | errors |"
             );
             let _ = writeln!(
                 out,
-                "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
             );
         } else {
             let _ = writeln!(
                 out,
-                "| conns | target | req/s | p50 µs | p99 µs | p99.9 µs | +p50 µs | +p99 µs | × pass-through | peak RSS MiB | errors |"
+                "| conns | target | req/s | p50 µs | p99 µs | p99.9 µs | +p50 µs | +p99 µs | × pass-through | CPU µs/req | × pass-through CPU | peak RSS MiB | errors |"
             );
             let _ = writeln!(
                 out,
-                "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
             );
         }
         for (conns, by_t) in by_c {
@@ -192,11 +202,16 @@ pub fn render(r: &Report) -> String {
                         format!("{:+.0}", a - b)
                     }
                 };
+                let cpu_ratio = if t == DIRECT || base.cpu_us_per_req == 0.0 {
+                    "".to_owned()
+                } else {
+                    format!("{:.2}", m.cpu_us_per_req / base.cpu_us_per_req)
+                };
                 let bad = m.errors + m.wrong_bytes;
                 if streamed {
                     let _ = writeln!(
                         out,
-                        "| {conns} | {t} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {ratio} | {:.1} | {bad} |",
+                        "| {conns} | {t} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {ratio} | {:.1} | {cpu_ratio} | {:.1} | {bad} |",
                         m.rps,
                         m.ttfb_p50_us,
                         m.ttfb_p99_us,
@@ -205,18 +220,20 @@ pub fn render(r: &Report) -> String {
                         m.p999_us,
                         added(m.ttfb_p99_us, direct.ttfb_p99_us),
                         added(m.ttlb_p99_us, direct.ttlb_p99_us),
+                        m.cpu_us_per_req,
                         mib(m.peak_rss_kib),
                     );
                 } else {
                     let _ = writeln!(
                         out,
-                        "| {conns} | {t} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {ratio} | {:.1} | {bad} |",
+                        "| {conns} | {t} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {ratio} | {:.1} | {cpu_ratio} | {:.1} | {bad} |",
                         m.rps,
                         m.p50_us,
                         m.p99_us,
                         m.p999_us,
                         added(m.p50_us, direct.p50_us),
                         added(m.p99_us, direct.p99_us),
+                        m.cpu_us_per_req,
                         mib(m.peak_rss_kib),
                     );
                 }
@@ -296,6 +313,34 @@ pub fn render(r: &Report) -> String {
             );
         }
         let _ = writeln!(out, "| restart (build_core) | {:.1} ms |\n", s.restart_ms);
+    }
+    out
+}
+
+/// The `--callgrind` table: instructions per request, and LLMObserve over the pass-through.
+pub fn render_callgrind(counts: &[crate::callgrind::Count]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "## instructions per request (callgrind, 1 connection)\n\
+         | scenario | target | requests | instructions/request | × pass-through | errors |\n\
+         |---|---|---:|---:|---:|---:|"
+    );
+    for c in counts {
+        let base = counts
+            .iter()
+            .find(|b| b.scenario == c.scenario && b.target == BASELINE)
+            .map_or(0.0, |b| b.instructions_per_request);
+        let ratio = if c.target == BASELINE || base == 0.0 {
+            String::new()
+        } else {
+            format!("{:.2}", c.instructions_per_request / base)
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.0} | {ratio} | {} |",
+            c.scenario, c.target, c.requests, c.instructions_per_request, c.errors
+        );
     }
     out
 }
