@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use redb::ReadableTable;
 
+pub mod codec;
 mod handle;
 pub mod model;
 pub mod query;
@@ -24,7 +25,7 @@ pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] redb::Error),
     #[error("corrupt record: {0}")]
-    Corrupt(#[from] serde_json::Error),
+    Corrupt(#[from] codec::CodecError),
     #[error("email already registered")]
     EmailTaken,
     #[error("not found")]
@@ -48,6 +49,12 @@ from_redb!(
     redb::CommitError,
     redb::SetDurabilityError
 );
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.into())
+    }
+}
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -322,9 +329,12 @@ impl Store {
             let mut ev = w.open_table(EVENTS)?;
             let mut rollups: HashMap<RollupKey<'_>, Totals> = HashMap::new();
             let mut last_used: HashMap<&str, i64> = HashMap::new();
+            let mut buf = Vec::with_capacity(256);
             for e in events {
                 let id = ulid::Ulid::from_string(&e.id).map(u128::from).unwrap_or(0);
-                ev.insert((e.user_id.as_str(), id), serde_json::to_vec(e)?.as_slice())?;
+                buf.clear();
+                codec::encode_event(e, &mut buf);
+                ev.insert((e.user_id.as_str(), id), buf.as_slice())?;
                 rollups.entry(RollupKey::of(e)).or_default().add_event(e);
                 let lu = last_used.entry(e.api_key_id.as_str()).or_default();
                 *lu = (*lu).max(e.ts_ms);
@@ -364,7 +374,7 @@ impl Store {
         let r = self.db.begin_read()?;
         let t = r.open_table(EVENTS)?;
         match t.get((user_id, u128::from(ulid)))? {
-            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+            Some(v) => Ok(Some(codec::decode_event(v.value())?)),
             None => Ok(None),
         }
     }
@@ -384,7 +394,7 @@ impl Store {
         let mut out = Vec::new();
         for row in t.range((user_id, 0u128)..(user_id, end))?.rev() {
             let (_, v) = row?;
-            let e: CostEvent = serde_json::from_slice(v.value())?;
+            let e = codec::decode_event(v.value())?;
             if keep(&e) {
                 out.push(e);
                 if out.len() >= limit {

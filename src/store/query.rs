@@ -14,6 +14,7 @@ use redb::{
     ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 
+use super::codec::decode_event;
 use super::model::{CostEvent, Totals};
 use super::tables::{
     EVENTS, ROLLUP_DAILY, ROLLUP_HOURLY, RollupKeyType, decode_totals, encode_totals,
@@ -435,7 +436,7 @@ impl Store {
         for row in t.range((user_id, lo)..(user_id, hi))?.rev() {
             let (k, v) = row?;
             let id = k.value().1;
-            let e: CostEvent = serde_json::from_slice(v.value())?;
+            let e = decode_event(v.value())?;
             if f.matches_event(&e) {
                 if events.len() == limit {
                     // A further match exists: the page is full and continues after it.
@@ -504,7 +505,7 @@ fn visit_events(
     let hi = id_floor(f.to_ms.saturating_add(ID_SLACK_MS));
     for row in t.range((user_id, lo)..(user_id, hi))? {
         let (_, v) = row?;
-        let e: CostEvent = serde_json::from_slice(v.value())?;
+        let e = decode_event(v.value())?;
         if f.matches_event(&e) {
             visit(&e);
         }

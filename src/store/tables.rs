@@ -20,7 +20,8 @@ pub const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_key
 /// (user id, provider) → JSON `ProviderKeyRecord`.
 pub const PROVIDER_KEYS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("provider_keys");
-/// (user id, event ULID as u128) → JSON `CostEvent`.
+/// (user id, event ULID as u128) → `CostEvent` in the `codec` format (JSON in files
+/// written before it).
 pub const EVENTS: TableDefinition<(&str, u128), &[u8]> = TableDefinition::new("events");
 /// (user id, hour start ms, provider, model or "", customer or "") → encoded `Totals`.
 pub const ROLLUP_HOURLY: TableDefinition<RollupKeyType, &[u8]> =
