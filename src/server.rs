@@ -6,12 +6,11 @@
 //! ([`Limits`], from `Config`):
 //! * open connections: past `max_connections` a new connection gets a minimal `503` and is
 //!   closed (TLS listeners just close it: a handshake is what overload cannot afford);
-//! * request heads: hyper's header-read timeout, and `max_header_bytes` (hyper answers
-//!   `431`, HTTP/1.1 and h2 alike);
-//! * idle connections: a connection with no request in flight must start one within the
-//!   header-read timeout, counted from when it went idle. This also covers what hyper's
-//!   own timer does not: a client that connects and sends nothing, one that drips the h2
-//!   preface, and idle h2 connections;
+//! * request heads: `max_header_bytes` (hyper answers `431`, HTTP/1.1 and h2 alike);
+//! * idle connections and slow heads: a connection with no request in flight must send a
+//!   whole request head within the header-read timeout, counted from when it went idle
+//!   (a head still arriving is not in flight yet). This covers a client that connects
+//!   and sends nothing, one that drips a head or the h2 preface, and idle h2 connections;
 //! * request bodies ([`RequestBody`]): a pause longer than `body_idle_timeout` between two
 //!   chunks fails the body, and all in-flight requests of a listener together hold at most
 //!   `max_buffered_request_bytes` of body (the handlers turn both into `408` and `503`).
@@ -23,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -34,7 +33,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 pub use body::{BodyError, RequestBody};
@@ -126,7 +125,10 @@ pub async fn serve<H, Fut, B>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // Slow heads are the idle watcher's job (`Activity`): an h1 head is read while no
+        // request is in flight, so the watcher's deadline is never later than hyper's,
+        // and hyper's would cost a boxed timer registered and dropped per request.
+        .header_read_timeout(None)
         // The head must fit the read buffer; hyper answers 431 past it.
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
@@ -170,7 +172,7 @@ pub async fn serve<H, Fut, B>(
         };
         at_cap = false;
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::default());
+        let activity = Arc::new(Activity::new());
         let service = {
             let (handler, activity, buffered) =
                 (handler.clone(), activity.clone(), buffered.clone());
@@ -263,40 +265,52 @@ fn refuse(stream: TcpStream, tls: bool, refusing: &Arc<Semaphore>) {
     });
 }
 
-/// Requests of one connection that are still running (until their response body ends).
-#[derive(Default)]
+/// Requests of one connection that are still running (until their response body ends),
+/// and when the last of them ended. Starting and ending a request only touches two
+/// atomics: the idle watcher reads them when its one timer fires, instead of being woken
+/// (and re-arming a timer) on every request.
 struct Activity {
     in_flight: AtomicUsize,
-    changed: Notify,
+    /// Milliseconds from `opened` to when the connection last went idle.
+    idle_since_ms: AtomicU64,
+    opened: tokio::time::Instant,
 }
 
 impl Activity {
+    fn new() -> Activity {
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            opened: tokio::time::Instant::now(),
+        }
+    }
+
     fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.changed.notify_one();
         InFlight(self.clone())
     }
 
     /// Returns once the connection has had no request in flight for `limit`.
     async fn idle_too_long(&self, limit: Duration) {
+        let mut deadline = self.opened + limit;
         loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            // Register before reading the count, so a change in between is not missed.
-            changed.as_mut().enable();
+            tokio::time::sleep_until(deadline).await;
+            let now = tokio::time::Instant::now();
             if self.in_flight.load(Ordering::SeqCst) > 0 {
-                changed.await;
+                // Busy: whenever it goes idle, it gets at least `limit` from then.
+                deadline = now + limit;
                 continue;
             }
-            tokio::select! {
-                () = tokio::time::sleep(limit) => {
-                    if self.in_flight.load(Ordering::SeqCst) == 0 {
-                        tracing::debug!(idle_ms = limit.as_millis() as u64, "closing idle connection");
-                        return;
-                    }
-                }
-                () = changed => {}
+            let since =
+                self.opened + Duration::from_millis(self.idle_since_ms.load(Ordering::SeqCst));
+            if now >= since + limit && self.in_flight.load(Ordering::SeqCst) == 0 {
+                tracing::debug!(
+                    idle_ms = limit.as_millis() as u64,
+                    "closing idle connection"
+                );
+                return;
             }
+            deadline = (since + limit).max(now + Duration::from_millis(1));
         }
     }
 }
@@ -306,9 +320,12 @@ struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.changed.notify_one();
-        }
+        let a = &self.0;
+        // Stamped before the count drops, so a watcher that sees no request in flight
+        // also sees when the last one ended.
+        let ms = u64::try_from(a.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        a.idle_since_ms.fetch_max(ms, Ordering::SeqCst);
+        a.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -612,6 +612,48 @@ async fn the_raw_helper_round_trips_a_normal_call() {
     s.finish(2, 2).await;
 }
 
+#[tokio::test]
+async fn a_head_dripped_after_a_keep_alive_call_is_cut_at_the_header_timeout() {
+    // The idle watcher, not hyper, times heads: the clock starts when the previous
+    // response ended, so a slow second head on a reused connection is cut too.
+    let timeout = Duration::from_millis(400);
+    let s = Setup::new(|c| c.header_read_timeout = timeout).await;
+    let mut conn = Raw::connect(s.proxy()).await;
+    conn.send(&raw_post(
+        "/v1/chat/completions",
+        "localhost",
+        &s.acct.key,
+        CHAT,
+        "",
+    ))
+    .await;
+    assert_eq!(conn.response(SLACK).await.status, 200);
+    let start = Instant::now();
+    let mut buf = [0u8; 256];
+    let drip: &[&[u8]] = &[b"POST /v1/chat/completions HTTP/1.1\r\n", b"X-Drip: 1\r\n"];
+    let mut next = drip.iter().cycle();
+    let took = loop {
+        assert!(
+            start.elapsed() < timeout + SLACK,
+            "still open after {:?}",
+            start.elapsed()
+        );
+        tokio::select! {
+            r = conn.stream.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break start.elapsed(),
+                Ok(_) => {}
+            },
+            () = tokio::time::sleep(Duration::from_millis(50)) => {
+                if conn.stream.write_all(next.next().unwrap()).await.is_err() {
+                    break start.elapsed();
+                }
+            }
+        }
+    };
+    assert!(took >= timeout * 3 / 4, "closed after {took:?}");
+    s.finish(1, 1).await;
+}
+
 /// Serves both listeners over TLS with the test certificate.
 fn serve_tls(c: &mut llmobserve::config::Config) {
     let dir = common::mock_upstream::certs_dir();

@@ -293,7 +293,10 @@ pub struct MeteredBody {
     filter: Option<UsageChunkFilter>,
     ready: VecDeque<Bytes>,
     idle_timeout: Duration,
-    idle: Pin<Box<Sleep>>,
+    /// Armed at the first wait for the upstream and re-armed only when it fires early:
+    /// a frame just stamps `last_frame`, so frames cost no timer work.
+    idle: Option<Pin<Box<Sleep>>>,
+    last_frame: tokio::time::Instant,
     ended: bool,
     /// Why the body stopped early, handed to hyper only after it could flush what came
     /// before: hyper discards unwritten bytes when a body fails.
@@ -315,7 +318,8 @@ impl MeteredBody {
             filter,
             ready: VecDeque::new(),
             idle_timeout,
-            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle: None,
+            last_frame: tokio::time::Instant::now(),
             ended: false,
             failed: None,
             flush_offered: false,
@@ -330,6 +334,25 @@ impl MeteredBody {
         }
         self.end(End::UpstreamFailed);
         self.failed = Some(e);
+    }
+
+    /// Whether the upstream has been silent for `idle_timeout`; otherwise makes sure a
+    /// timer will wake the task when it would be.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.last_frame + self.idle_timeout;
+        let timer = self
+            .idle
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return true;
+            }
+            // Fired for an older deadline: frames came since it was armed.
+            timer.as_mut().reset(deadline);
+        }
     }
 
     fn end(&mut self, how: End) {
@@ -379,7 +402,7 @@ impl Body for MeteredBody {
             let polled = Pin::new(&mut this.inner).poll_frame(cx);
             let frame = match polled {
                 Poll::Pending => {
-                    if this.idle.as_mut().poll(cx).is_ready() {
+                    if this.idle_expired(cx) {
                         tracing::warn!(
                             idle_ms = this.idle_timeout.as_millis() as u64,
                             "upstream stream idle, closing"
@@ -409,8 +432,7 @@ impl Body for MeteredBody {
                         // Trailers pass through as they are.
                         Err(other) => return Poll::Ready(Some(Ok(other))),
                     };
-                    let deadline = tokio::time::Instant::now() + this.idle_timeout;
-                    this.idle.as_mut().reset(deadline);
+                    this.last_frame = tokio::time::Instant::now();
                     if let Some(m) = this.meter.as_mut() {
                         m.feed(&frame);
                     }
