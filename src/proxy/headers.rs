@@ -5,26 +5,44 @@ use http::HeaderMap;
 use http::header::{self, HeaderName};
 
 pub static X_CUSTOMER_ID: HeaderName = HeaderName::from_static("x-customer-id");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-const HOP_BY_HOP: [&HeaderName; 8] = [
-    &header::CONNECTION,
-    &KEEP_ALIVE,
-    &PROXY_CONNECTION,
-    &header::TRANSFER_ENCODING,
-    &header::TE,
-    &header::TRAILER,
-    &header::UPGRADE,
-    &header::PROXY_AUTHORIZATION,
-];
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy `Proxy-Connection` and
+/// `Keep-Alive`), by their lower-case names.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-authorization"
+    )
+}
 
-/// Removes hop-by-hop headers, including any the `Connection` header names.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+/// Client headers the upstream must not see: hop-by-hop ones, `Host` (it would name
+/// us), `Content-Length` (the body may be rewritten; hyper sets the length of what is
+/// sent), and ours.
+fn is_dropped_request_header(name: &str) -> bool {
+    is_hop_by_hop(name)
+        || matches!(name, "host" | "content-length" | "x-customer-id")
+        || name.starts_with("x-llmobserve-")
+}
+
+/// Removes every header `drop` selects. A scan of the names per removal rather than a
+/// `remove` per candidate name: most candidates are absent, and a scan is cheaper
+/// than hashing each of them.
+fn remove_where(h: &mut HeaderMap, drop: impl Fn(&str) -> bool) {
+    while let Some(k) = h.keys().find(|k| drop(k.as_str())).cloned() {
+        h.remove(k);
+    }
+}
+
+/// Removes the headers a `Connection` header names (they are hop-by-hop too).
+fn remove_connection_named(h: &mut HeaderMap) {
     if !h.contains_key(header::CONNECTION) {
-        for n in HOP_BY_HOP {
-            h.remove(n);
-        }
         return;
     }
     let named: Vec<HeaderName> = h
@@ -37,27 +55,18 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     for n in named {
         h.remove(n);
     }
-    for n in HOP_BY_HOP {
-        h.remove(n);
-    }
+}
+
+/// Removes hop-by-hop headers, including any the `Connection` header names.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    remove_connection_named(h);
+    remove_where(h, is_hop_by_hop);
 }
 
 /// Prepares client headers for the upstream.
 pub fn clean_request_headers(h: &mut HeaderMap) {
-    strip_hop_by_hop(h);
-    h.remove(header::HOST);
-    // The body may be rewritten; hyper sets the length of what is actually sent.
-    h.remove(header::CONTENT_LENGTH);
-    h.remove(&X_CUSTOMER_ID);
-    // The key header by name (the common case, no allocation), then any other of ours.
-    h.remove(&super::auth::X_LLMOBSERVE_KEY);
-    while let Some(k) = h
-        .keys()
-        .find(|k| k.as_str().starts_with("x-llmobserve-"))
-        .cloned()
-    {
-        h.remove(k);
-    }
+    remove_connection_named(h);
+    remove_where(h, is_dropped_request_header);
 }
 
 #[cfg(test)]
@@ -87,5 +96,43 @@ mod tests {
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(h.contains_key("authorization"));
         assert!(h.contains_key("x-stainless-lang"));
+    }
+
+    #[test]
+    fn response_keeps_end_to_end_headers_only() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-upstream-hop"),
+            ("x-upstream-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("content-type", "application/json"),
+            ("x-request-id", "req_1"),
+            ("openai-processing-ms", "12"),
+        ] {
+            h.append(HeaderName::from_static(k), v.parse().unwrap());
+        }
+        h.append(header::CONNECTION, "close".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            ["content-type", "openai-processing-ms", "x-request-id"]
+        );
+    }
+
+    #[test]
+    fn nothing_to_drop_leaves_the_map_as_it_was() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer sk".parse().unwrap());
+        h.append(
+            HeaderName::from_static("x-stainless-arch"),
+            "x64".parse().unwrap(),
+        );
+        let before = h.clone();
+        clean_request_headers(&mut h);
+        assert_eq!(h, before);
     }
 }
