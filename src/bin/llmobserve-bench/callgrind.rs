@@ -30,6 +30,9 @@ pub struct Count {
     pub requests: u64,
     pub instructions: u64,
     pub instructions_per_request: f64,
+    /// The event writer thread's part of it. At one connection each commit carries few
+    /// events, so this overstates what the writer costs per event under load.
+    pub writer_per_request: f64,
     /// Errors and wrong bodies during the counted requests (must be 0).
     pub errors: u64,
 }
@@ -57,6 +60,8 @@ pub async fn run(
             valgrind.display().to_string(),
             "--tool=callgrind".to_owned(),
             format!("--callgrind-out-file={}.%p", prefix.display()),
+            // One dump per thread, so the event writer's share can be told apart.
+            "--separate-threads=yes".to_owned(),
         ];
         let mut args = up.clone();
         if role == "llmobserve" {
@@ -81,19 +86,22 @@ pub async fn run(
             let r = load::run(server.addr, &s, spec(requests)).await;
             // Let the event writer commit what these requests produced.
             settle().await;
-            let instructions = dump_and_read(server.pid, work, &prefix).await?;
+            let d = dump_and_read(server.pid, work, &prefix).await?;
             let done = r.answered.max(1);
+            let per = |n: u64| n as f64 / done as f64;
             eprintln!(
-                "callgrind: {:<7} {target:<13} {:>10.0} instructions/request",
+                "callgrind: {:<7} {target:<13} {:>10.0} instructions/request ({:.0} in the writer)",
                 s.name,
-                instructions as f64 / done as f64
+                per(d.all),
+                per(d.writer)
             );
             out.push(Count {
                 scenario: s.name.to_owned(),
                 target: target.to_owned(),
                 requests: done,
-                instructions,
-                instructions_per_request: instructions as f64 / done as f64,
+                instructions: d.all,
+                instructions_per_request: per(d.all),
+                writer_per_request: per(d.writer),
                 errors: r.errors + r.wrong_bytes,
             });
         }
@@ -130,25 +138,51 @@ async fn control(args: &[&str], pid: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Dumps (and zeroes) the counters, then reads the total from the new dump file.
-async fn dump_and_read(pid: u32, dir: &Path, prefix: &Path) -> anyhow::Result<u64> {
+/// Instructions since the last zeroing: all threads, and the event writer's thread alone.
+#[derive(Debug, Clone, Copy, Default)]
+struct Dumped {
+    all: u64,
+    writer: u64,
+}
+
+/// Dumps (and zeroes) the counters, then reads the totals of the new dump files (one per
+/// thread).
+async fn dump_and_read(pid: u32, dir: &Path, prefix: &Path) -> anyhow::Result<Dumped> {
     let before = dumps(dir, prefix);
     control(&["-d"], pid).await?;
-    for _ in 0..100 {
-        if let Some(new) = dumps(dir, prefix).into_iter().find(|p| !before.contains(p)) {
-            // The file appears before it is complete: wait for its totals line.
-            for _ in 0..100 {
-                let text = std::fs::read_to_string(&new).unwrap_or_default();
-                if let Some(n) = total(&text) {
-                    return Ok(n);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            anyhow::bail!("{} has no totals", new.display());
-        }
+    let mut seen = 0;
+    let mut stable = 0;
+    for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(50)).await;
+        let new: Vec<PathBuf> = dumps(dir, prefix)
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        // Files appear one thread at a time, each complete once it has its totals line.
+        let texts: Vec<String> = new
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect();
+        let complete = !texts.is_empty() && texts.iter().all(|t| total(t).is_some());
+        stable = if complete && new.len() == seen {
+            stable + 1
+        } else {
+            0
+        };
+        seen = new.len();
+        if stable >= 4 {
+            let mut d = Dumped::default();
+            for t in &texts {
+                let n = total(t).unwrap_or(0);
+                d.all += n;
+                if t.contains("llmobserve::store::writer::commit") {
+                    d.writer += n;
+                }
+            }
+            return Ok(d);
+        }
     }
-    anyhow::bail!("callgrind wrote no dump for pid {pid}")
+    anyhow::bail!("callgrind wrote no complete dump for pid {pid}")
 }
 
 fn dumps(dir: &Path, prefix: &Path) -> Vec<PathBuf> {

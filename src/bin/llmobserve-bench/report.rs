@@ -323,23 +323,32 @@ pub fn render_callgrind(counts: &[crate::callgrind::Count]) -> String {
     let _ = writeln!(
         out,
         "## instructions per request (callgrind, 1 connection)\n\
-         | scenario | target | requests | instructions/request | × pass-through | errors |\n\
-         |---|---|---:|---:|---:|---:|"
+         | scenario | target | requests | instructions/request | of which event writer | request path × pass-through | total × pass-through | errors |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|"
     );
     for c in counts {
         let base = counts
             .iter()
             .find(|b| b.scenario == c.scenario && b.target == BASELINE)
             .map_or(0.0, |b| b.instructions_per_request);
-        let ratio = if c.target == BASELINE || base == 0.0 {
-            String::new()
-        } else {
-            format!("{:.2}", c.instructions_per_request / base)
+        let ratio = |n: f64| {
+            if c.target == BASELINE || base == 0.0 {
+                String::new()
+            } else {
+                format!("{:.2}", n / base)
+            }
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} | {ratio} | {} |",
-            c.scenario, c.target, c.requests, c.instructions_per_request, c.errors
+            "| {} | {} | {} | {:.0} | {:.0} | {} | {} | {} |",
+            c.scenario,
+            c.target,
+            c.requests,
+            c.instructions_per_request,
+            c.writer_per_request,
+            ratio(c.instructions_per_request - c.writer_per_request),
+            ratio(c.instructions_per_request),
+            c.errors
         );
     }
     out
