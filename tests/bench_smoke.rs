@@ -85,6 +85,7 @@ async fn llmobserve_keeps_up_with_a_plain_proxy() {
         duration: WINDOW,
         warmup: Duration::from_millis(200),
         requests_per_conn: None,
+        pace: None,
     };
     let mut failures = Vec::new();
     for s in &scenarios {

@@ -79,6 +79,7 @@ pub async fn run(
                 duration: Duration::from_secs(600),
                 warmup: Duration::ZERO,
                 requests_per_conn: Some(n),
+                pace: None,
             };
             load::run(server.addr, &s, spec(WARMUP)).await;
             settle().await;

@@ -35,6 +35,11 @@ pub struct LoadSpec {
     pub warmup: Duration,
     /// Stop each connection after this many requests (slow-stream runs use 1).
     pub requests_per_conn: Option<u64>,
+    /// Open-loop pacing: each connection starts a request this often (instead of as soon
+    /// as the previous one ends), so the total rate is fixed below every target's
+    /// capacity and latency shows processing, not queueing. Latency still counts from
+    /// the actual send.
+    pub pace: Option<Duration>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -98,7 +103,12 @@ pub async fn run(addr: SocketAddr, scenario: &Scenario, spec: LoadSpec) -> LoadR
     let record_from = start + spec.warmup;
     let deadline = record_from + spec.duration;
     let mut tasks = tokio::task::JoinSet::new();
-    for conn in conns {
+    let n = conns.len().max(1) as u32;
+    for (i, conn) in conns.into_iter().enumerate() {
+        // Paced connections start staggered across one interval, not all at once.
+        let first = spec
+            .pace
+            .map_or(start, |p| start + p * u32::try_from(i).unwrap_or(0) / n);
         let scenario = scenario.clone();
         let host = host.clone();
         tasks.spawn(worker(
@@ -107,6 +117,7 @@ pub async fn run(addr: SocketAddr, scenario: &Scenario, spec: LoadSpec) -> LoadR
             scenario,
             host,
             spec,
+            first,
             record_from,
             deadline,
         ));
@@ -149,18 +160,26 @@ async fn connect(addr: SocketAddr) -> Option<Sender> {
     Some(sender)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn worker(
     addr: SocketAddr,
     mut conn: Option<Sender>,
     s: Arc<Scenario>,
     host: HeaderValue,
     spec: LoadSpec,
+    first: Instant,
     record_from: Instant,
     deadline: Instant,
 ) -> LoadResult {
     let mut r = LoadResult::default();
     let mut sent = 0u64;
+    let mut next = first;
     while Instant::now() < deadline && spec.requests_per_conn.is_none_or(|n| sent < n) {
+        if let Some(pace) = spec.pace {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
+            // A late connection does not burst to catch up.
+            next = (next + pace).max(Instant::now());
+        }
         let Some(sender) = conn.as_mut() else {
             r.errors += 1;
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -81,6 +81,13 @@ struct Cli {
     /// is the way to compare two builds of the hot path on a busy machine.
     #[arg(long, value_name = "REQUESTS")]
     callgrind: Option<u64>,
+    /// Total rate of the paced JSON run (64 connections, open loop, below every
+    /// target's capacity: added latency without queueing). 0 skips it.
+    #[arg(long, default_value_t = 10_000.0)]
+    paced_json_rate: f64,
+    /// Total rate of the paced stream run (64 connections). 0 skips it.
+    #[arg(long, default_value_t = 2_000.0)]
+    paced_stream_rate: f64,
     /// Skip the memory run.
     #[arg(long)]
     no_memory: bool,
@@ -191,6 +198,9 @@ fn serve(
 fn say(line: &str) {
     println!("{line}");
 }
+
+/// Connections of the paced runs.
+const PACED_CONNS: usize = 64;
 
 /// A server role running as a child process; killed when dropped.
 struct Server {
@@ -450,8 +460,35 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
     let scenarios = scenarios(&key, cli.stream_chunks)?;
     let mut runs = Runs::default();
     let warmup = Duration::from_secs_f64((seconds / 4.0).min(0.5));
+    // Closed loop at each level, then (full runs) a paced run of each scenario at
+    // 64 connections.
+    let mut plan: Vec<(Scenario, usize, Option<Duration>)> = Vec::new();
     for s in &scenarios {
         for &conns in &levels {
+            plan.push((s.clone(), conns, None));
+        }
+    }
+    if !quick {
+        for (s, rate) in scenarios
+            .iter()
+            .zip([cli.paced_json_rate, cli.paced_stream_rate])
+        {
+            if rate > 0.0 {
+                let mut paced = s.clone();
+                paced.name = if s.name == "json" {
+                    "json-paced"
+                } else {
+                    "stream-paced"
+                };
+                let conns = PACED_CONNS;
+                let pace = Duration::from_secs_f64(conns as f64 / rate);
+                plan.push((paced, conns, Some(pace)));
+            }
+        }
+    }
+    for (s, conns, pace) in &plan {
+        let (s, conns, pace) = (s, *conns, *pace);
+        {
             for round in 0..rounds {
                 // Rotate the order each round so no target always runs first (warm caches,
                 // a noisy neighbour's burst) or last.
@@ -464,6 +501,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
                         duration: Duration::from_secs_f64(seconds),
                         warmup,
                         requests_per_conn: None,
+                        pace,
                     };
                     let r = load::run(addr, s, spec).await;
                     let cpu = cpu_us(pid).saturating_sub(cpu_before);
@@ -575,6 +613,7 @@ async fn memory_run(
         duration: Duration::from_secs(30),
         warmup: Duration::ZERO,
         requests_per_conn: Some(1),
+        pace: None,
     };
     let one = |chunks| slow_scenario(&stream, chunks, DELAY_MS);
     let short_s = one(SHORT);
