@@ -33,6 +33,13 @@ const OVERHEAD_BUCKETS_US: [u64; 12] = [
     25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 100_000, 1_000_000,
 ];
 
+/// Distinct model labels kept per (provider, outcome). Model names come from requests,
+/// so without a cap any caller with a key could grow `/metrics` (and memory) without
+/// end; past it, calls count under [`OTHER_MODELS`].
+const MAX_MODELS_PER_SERIES: usize = 200;
+/// The label for models past the cap; parentheses cannot start a real model id.
+const OTHER_MODELS: &str = "(other)";
+
 #[derive(Default)]
 struct CallCounts {
     calls: u64,
@@ -68,9 +75,15 @@ impl Metrics {
         };
         let mut m = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         let by_model = m.entry((provider, outcome)).or_default();
-        if !by_model.contains_key(model) {
+        let model = if by_model.contains_key(model) {
+            model
+        } else if by_model.len() < MAX_MODELS_PER_SERIES {
             by_model.insert(model.to_owned(), CallCounts::default());
-        }
+            model
+        } else {
+            by_model.entry(OTHER_MODELS.to_owned()).or_default();
+            OTHER_MODELS
+        };
         let Some(c) = by_model.get_mut(model) else {
             return;
         };
@@ -214,4 +227,34 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_labels_are_capped_and_nothing_is_lost() {
+        let m = Metrics::default();
+        let n = MAX_MODELS_PER_SERIES + 50;
+        for i in 0..n {
+            m.record_call(
+                Provider::OpenAi,
+                Some(&format!("model-{i}")),
+                Outcome::Ok,
+                Some(Money::from_femto(1)),
+            );
+        }
+        // A model seen before the cap keeps its own label.
+        m.record_call(Provider::OpenAi, Some("model-0"), Outcome::Ok, None);
+        let calls = m.calls.lock().unwrap();
+        let by_model = &calls[&(Provider::OpenAi, Outcome::Ok)];
+        assert_eq!(by_model.len(), MAX_MODELS_PER_SERIES + 1);
+        assert_eq!(by_model[OTHER_MODELS].calls, 50);
+        assert_eq!(by_model["model-0"].calls, 2);
+        let total: u64 = by_model.values().map(|c| c.calls).sum();
+        assert_eq!(total, n as u64 + 1);
+        let cost: Money = by_model.values().fold(Money::ZERO, |a, c| a + c.cost);
+        assert_eq!(cost, Money::from_femto(n as i128));
+    }
 }
