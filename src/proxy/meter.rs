@@ -150,7 +150,7 @@ impl Meter {
         let latency_ms = elapsed_ms(self.ctx.started);
         let ttft_ms = self.ttft_ms;
         let event = build_event(
-            &self.ctx,
+            &mut self.ctx,
             self.status,
             outcome,
             self.streamed,
@@ -187,13 +187,14 @@ impl UsageParser for NotBilled {
 
 /// Records an event for a call that never produced an upstream body
 /// (refused by the proxy after authentication, or upstream unreachable).
-pub fn record_without_body(ctx: &CallCtx, status: u16) {
+pub fn record_without_body(mut ctx: CallCtx, status: u16) {
+    let latency_ms = elapsed_ms(ctx.started);
     let event = build_event(
-        ctx,
+        &mut ctx,
         status,
         Outcome::ProxyError,
         false,
-        elapsed_ms(ctx.started),
+        latency_ms,
         None,
         ParsedUsage::default(),
         false,
@@ -203,14 +204,15 @@ pub fn record_without_body(ctx: &CallCtx, status: u16) {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// Takes what it needs out of `ctx` (the call is over: one event per call).
 fn build_event(
-    ctx: &CallCtx,
+    ctx: &mut CallCtx,
     status: u16,
     outcome: Outcome,
     streamed: bool,
     latency_ms: u64,
     ttft_ms: Option<u64>,
-    parsed: ParsedUsage,
+    mut parsed: ParsedUsage,
     complete: bool,
     upstream_request_id: Option<String>,
 ) -> CostEvent {
@@ -221,9 +223,9 @@ fn build_event(
     };
     let model = parsed
         .model
-        .clone()
+        .take()
         .filter(|m| !m.is_empty())
-        .or_else(|| ctx.request_model.clone());
+        .or_else(|| ctx.request_model.take());
     let cost = match (&parsed.usage, model.as_deref()) {
         (Some(_), Some(m)) => ctx
             .state
@@ -248,7 +250,7 @@ fn build_event(
         provider: ctx.provider,
         endpoint: ctx.endpoint,
         model,
-        customer_id: ctx.customer_id.clone(),
+        customer_id: ctx.customer_id.take(),
         api_key_id: ctx.owner.key_id.to_string(),
         status,
         outcome,

@@ -57,7 +57,7 @@ pub async fn handle(state: AppState, req: Request<RequestBody>) -> Response<Prox
             }
             match ctx_slot.take() {
                 // Authenticated: the call is an event even though it went nowhere.
-                Some(ctx) => meter::record_without_body(&ctx, status.as_u16()),
+                Some(ctx) => meter::record_without_body(ctx, status.as_u16()),
                 None => state.metrics.record_rejected(status.as_u16()),
             }
             e.to_response(dialect).map(|b| Either::Right(Full::new(b)))
@@ -143,11 +143,11 @@ async fn handle_inner(
         Ok(c) => c.to_bytes(),
         Err(e) => return Err(ProxyError::from_body_error(e, limit)),
     };
-    let info = RequestInfo::parse(&body);
-    ctx.request_model = info.model.clone();
+    let mut info = RequestInfo::parse(&body);
+    ctx.request_model = info.model.take();
     ctx.customer_id = header_customer.or_else(|| {
         info.body_customer
-            .clone()
+            .take()
             .filter(|c| request::check_customer_id(c).is_ok())
     });
 
