@@ -47,6 +47,11 @@ struct Cli {
     /// Where soak.json goes.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// redb page cache of the soaked process (`--db-cache-mib`). Small by default so the
+    /// cache is full within the first minute and any later growth is a leak: with the
+    /// default 16 MiB and ~240-byte events, filling it takes ~8 minutes at 100 req/s.
+    #[arg(long, default_value_t = 2)]
+    db_cache_mib: u64,
 }
 
 const CHAT_JSON: &str = r#"{"id":"chatcmpl-soak","object":"chat.completion","created":1761904387,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Paris."},"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":8,"total_tokens":32}}"#;
@@ -145,10 +150,13 @@ async fn start_server(
     bin: &Path,
     data_dir: &Path,
     upstream: &str,
+    db_cache_mib: u64,
 ) -> anyhow::Result<(tokio::process::Child, String)> {
     let mut child = tokio::process::Command::new(bin)
         .arg("--data-dir")
         .arg(data_dir)
+        .arg("--db-cache-mib")
+        .arg(db_cache_mib.to_string())
         .args([
             "--proxy-addr",
             "127.0.0.1:0",
@@ -243,7 +251,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)?;
     let upstream = start_mock().await?;
     let key = create_account(&bin, &data_dir)?;
-    let (mut child, proxy) = start_server(&bin, &data_dir, &upstream).await?;
+    let (mut child, proxy) = start_server(&bin, &data_dir, &upstream, cli.db_cache_mib).await?;
     let pid = child.id().context("child pid")?;
 
     let client: Client<HttpConnector, Full<Bytes>> =
