@@ -261,30 +261,23 @@ pub fn check_sse_decoder(data: &[u8]) {
 // ---------------------------------------------------------------------------------------
 // usage_parsers
 
-pub const ENDPOINTS: [Endpoint; 8] = [
-    Endpoint::ChatCompletions,
-    Endpoint::Responses,
-    Endpoint::Embeddings,
-    Endpoint::Completions,
-    Endpoint::Messages,
-    Endpoint::GenerateContent,
-    Endpoint::StreamGenerateContent,
-    Endpoint::Other,
-];
-
 /// Number of provider x endpoint x streamed combinations.
-pub const PARSER_COMBOS: usize = Provider::ALL.len() * ENDPOINTS.len() * 2;
+pub const PARSER_COMBOS: usize = Provider::ALL.len() * Endpoint::ALL.len() * 2;
 
 fn combo(i: usize) -> (Provider, Endpoint, bool) {
     let p = Provider::ALL
         .get(i % Provider::ALL.len())
         .copied()
         .unwrap_or(Provider::OpenAi);
-    let e = ENDPOINTS
-        .get(i / Provider::ALL.len() % ENDPOINTS.len())
+    let e = Endpoint::ALL
+        .get(i / Provider::ALL.len() % Endpoint::ALL.len())
         .copied()
         .unwrap_or(Endpoint::Other);
-    (p, e, i / (Provider::ALL.len() * ENDPOINTS.len()) % 2 == 1)
+    (
+        p,
+        e,
+        i / (Provider::ALL.len() * Endpoint::ALL.len()) % 2 == 1,
+    )
 }
 
 fn parse_usage(

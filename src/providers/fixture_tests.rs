@@ -278,16 +278,7 @@ fn other_endpoints_read_recognizable_usage() {
 fn any_parser() -> impl Strategy<Value = (Provider, Endpoint, bool)> {
     (
         prop::sample::select(Provider::ALL.to_vec()),
-        prop::sample::select(vec![
-            Endpoint::ChatCompletions,
-            Endpoint::Responses,
-            Endpoint::Embeddings,
-            Endpoint::Completions,
-            Endpoint::Messages,
-            Endpoint::GenerateContent,
-            Endpoint::StreamGenerateContent,
-            Endpoint::Other,
-        ]),
+        prop::sample::select(Endpoint::ALL.to_vec()),
         any::<bool>(),
     )
 }

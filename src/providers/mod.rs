@@ -127,6 +127,19 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Every endpoint, for tests and fuzzing that must cover them all (a test below
+    /// fails to compile when a variant is added and not listed).
+    pub const ALL: [Endpoint; 8] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Responses,
+        Endpoint::Embeddings,
+        Endpoint::Completions,
+        Endpoint::Messages,
+        Endpoint::GenerateContent,
+        Endpoint::StreamGenerateContent,
+        Endpoint::Other,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "chat.completions",
@@ -294,5 +307,31 @@ pub fn parser_for_with(
         (Dialect::Anthropic, true) => Box::new(anthropic::AnthropicStream::new(event)),
         (Dialect::Gemini, false) => Box::new(gemini::GeminiJsonParser::new(json)),
         (Dialect::Gemini, true) => Box::new(gemini::GeminiStream::new(event)),
+    }
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::Endpoint;
+
+    /// Its position in `Endpoint::ALL`; exhaustive, so a new variant must be placed.
+    fn position(e: Endpoint) -> usize {
+        match e {
+            Endpoint::ChatCompletions => 0,
+            Endpoint::Responses => 1,
+            Endpoint::Embeddings => 2,
+            Endpoint::Completions => 3,
+            Endpoint::Messages => 4,
+            Endpoint::GenerateContent => 5,
+            Endpoint::StreamGenerateContent => 6,
+            Endpoint::Other => 7,
+        }
+    }
+
+    #[test]
+    fn all_lists_every_endpoint_once() {
+        for (i, e) in Endpoint::ALL.into_iter().enumerate() {
+            assert_eq!(position(e), i, "{e:?}");
+        }
     }
 }

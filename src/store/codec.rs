@@ -553,33 +553,8 @@ mod tests {
     }
 
     /// Every variant of each enum, with a match that stops compiling when a variant is
-    /// added: list the new one here and give it a code.
-    fn all_endpoints() -> [Endpoint; 8] {
-        let all = [
-            Endpoint::ChatCompletions,
-            Endpoint::Responses,
-            Endpoint::Embeddings,
-            Endpoint::Completions,
-            Endpoint::Messages,
-            Endpoint::GenerateContent,
-            Endpoint::StreamGenerateContent,
-            Endpoint::Other,
-        ];
-        for e in all {
-            match e {
-                Endpoint::ChatCompletions
-                | Endpoint::Responses
-                | Endpoint::Embeddings
-                | Endpoint::Completions
-                | Endpoint::Messages
-                | Endpoint::GenerateContent
-                | Endpoint::StreamGenerateContent
-                | Endpoint::Other => {}
-            }
-        }
-        all
-    }
-
+    /// added: list the new one here and give it a code. (Providers and endpoints have
+    /// `ALL`, checked the same way where they are defined.)
     fn all_outcomes() -> [Outcome; 4] {
         let all = [
             Outcome::Ok,
@@ -631,7 +606,7 @@ mod tests {
     #[test]
     fn enum_codes_are_complete_and_distinct() {
         check_codes(&Provider::ALL, provider_code, provider_from);
-        check_codes(&all_endpoints(), endpoint_code, endpoint_from);
+        check_codes(&Endpoint::ALL, endpoint_code, endpoint_from);
         check_codes(&all_outcomes(), outcome_code, outcome_from);
         check_codes(&all_usage_statuses(), usage_status_code, usage_status_from);
         // The codes are the stored format: pin a few.
@@ -741,7 +716,7 @@ mod tests {
     #[test]
     fn round_trips_every_enum_variant() {
         for provider in Provider::ALL {
-            for endpoint in all_endpoints() {
+            for endpoint in Endpoint::ALL {
                 round_trip(&CostEvent {
                     provider,
                     endpoint,
