@@ -78,10 +78,16 @@ impl Setup {
     }
 }
 
-/// Keeps dripping `bytes`, one write per 50 ms, until the server closes the connection;
-/// returns how long that took. Panics after `limit`.
+/// Connects and keeps dripping `bytes`, one write per 50 ms, until the server closes the
+/// connection; returns how long that took. Panics after `limit`.
 async fn drip_until_closed(addr: SocketAddr, drip: &[&[u8]], limit: Duration) -> Duration {
     let mut s = TcpStream::connect(addr).await.unwrap();
+    drip_on(&mut s, drip, limit).await
+}
+
+/// [`drip_until_closed`] on a connection already open.
+async fn drip_on(s: &mut TcpStream, drip: &[&[u8]], limit: Duration) -> Duration {
+    let addr = s.peer_addr().unwrap();
     let start = Instant::now();
     let mut buf = [0u8; 1024];
     let mut next = drip.iter().cycle();
@@ -628,28 +634,8 @@ async fn a_head_dripped_after_a_keep_alive_call_is_cut_at_the_header_timeout() {
     ))
     .await;
     assert_eq!(conn.response(SLACK).await.status, 200);
-    let start = Instant::now();
-    let mut buf = [0u8; 256];
     let drip: &[&[u8]] = &[b"POST /v1/chat/completions HTTP/1.1\r\n", b"X-Drip: 1\r\n"];
-    let mut next = drip.iter().cycle();
-    let took = loop {
-        assert!(
-            start.elapsed() < timeout + SLACK,
-            "still open after {:?}",
-            start.elapsed()
-        );
-        tokio::select! {
-            r = conn.stream.read(&mut buf) => match r {
-                Ok(0) | Err(_) => break start.elapsed(),
-                Ok(_) => {}
-            },
-            () = tokio::time::sleep(Duration::from_millis(50)) => {
-                if conn.stream.write_all(next.next().unwrap()).await.is_err() {
-                    break start.elapsed();
-                }
-            }
-        }
-    };
+    let took = drip_on(&mut conn.stream, drip, timeout + SLACK).await;
     assert!(took >= timeout * 3 / 4, "closed after {took:?}");
     s.finish(1, 1).await;
 }
