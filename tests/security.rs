@@ -255,11 +255,16 @@ async fn login_timing_does_not_reveal_whether_an_email_exists() {
     }
     known.sort();
     unknown.sort();
-    let (k, u) = (known[4].as_secs_f64(), unknown[4].as_secs_f64());
+    // Compare the fastest of each kind: the other tests in this binary hash passwords
+    // too, and on 2 cores their work lands on some timed logins and not others (a CI
+    // run saw four of eight unknown-email logins at 38-66 ms against 12 ms, which moved
+    // the median). Interference only ever adds time, so the minimum is what the login
+    // itself costs. A login that skipped the hash would still show: ~0.1 ms vs ~12 ms.
+    let (k, u) = (known[0].as_secs_f64(), unknown[0].as_secs_f64());
     // Both verify one argon2 hash (a dummy one for unknown emails): same order of time.
     assert!(
         u > k * 0.5 && u < k * 2.0,
-        "median known {k:.4}s vs unknown {u:.4}s; all known {known:?}, unknown {unknown:?}"
+        "fastest known {k:.4}s vs unknown {u:.4}s; all known {known:?}, unknown {unknown:?}"
     );
 }
 
