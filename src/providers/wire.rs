@@ -299,22 +299,14 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     find_from(hay, needle, 0)
 }
 
+/// memchr's substring search (SIMD prefilter on rare bytes of the needle): the naive
+/// scan stopped at every `"`, the needle's first byte and JSON's most common one, and cost
+/// ~8k instructions per stream chunk.
 fn find_from(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    let (&first, rest) = needle.split_first()?;
-    let mut i = from;
-    while i + needle.len() <= hay.len() {
-        let off = hay.get(i..)?.iter().position(|&b| b == first)?;
-        i += off;
-        let end = i + needle.len();
-        if end > hay.len() {
-            return None;
-        }
-        if hay.get(i + 1..end) == Some(rest) {
-            return Some(i);
-        }
-        i += 1;
+    if needle.is_empty() {
+        return None;
     }
-    None
+    memchr::memmem::find(hay.get(from..)?, needle).map(|at| from + at)
 }
 
 /// True when `json` contains the member key `key` (given with its quotes, e.g. `"\"usage\""`)
