@@ -9,6 +9,9 @@
 //!   parse, whether a stream chunk can carry usage at all.
 
 use std::fmt;
+use std::sync::OnceLock;
+
+use memchr::memmem;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
@@ -294,28 +297,63 @@ pub fn usd_from_ticks(ticks: u64) -> String {
     format!("{whole}.{}", frac.trim_end_matches('0'))
 }
 
-/// Position of the first occurrence of `needle` in `hay`.
+/// Position of the first occurrence of `needle` in `hay` (none for an empty needle).
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    find_from(hay, needle, 0)
-}
-
-/// memchr's substring search (SIMD prefilter on rare bytes of the needle): the naive
-/// scan stopped at every `"`, the needle's first byte and JSON's most common one, and cost
-/// ~8k instructions per stream chunk.
-fn find_from(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     if needle.is_empty() {
         return None;
     }
-    memchr::memmem::find(hay.get(from..)?, needle).map(|at| from + at)
+    memchr::memmem::find(hay, needle)
 }
+
+/// A fixed byte string searched for in every stream chunk, with memchr's searcher
+/// (a SIMD prefilter on the needle's rarer bytes) built once: building one costs more
+/// than a search of a typical chunk. A naive scan, which stopped at every `"` (the first
+/// byte of every key we look for, and JSON's most common byte), cost ~8k instructions
+/// per chunk.
+pub struct Needle {
+    bytes: &'static [u8],
+    finder: OnceLock<memmem::Finder<'static>>,
+}
+
+impl Needle {
+    pub const fn new(bytes: &'static [u8]) -> Needle {
+        Needle {
+            bytes,
+            finder: OnceLock::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Position of the first occurrence in `hay` (none for an empty needle).
+    pub fn find_in(&self, hay: &[u8]) -> Option<usize> {
+        if self.bytes.is_empty() {
+            return None;
+        }
+        self.finder
+            .get_or_init(|| memmem::Finder::new(self.bytes))
+            .find(hay)
+    }
+}
+
+/// `"usage"`, `"error"`: the member keys of stream chunks that can carry what we meter.
+pub static USAGE_KEY: Needle = Needle::new(b"\"usage\"");
+pub static ERROR_KEY: Needle = Needle::new(b"\"error\"");
 
 /// True when `json` contains the member key `key` (given with its quotes, e.g. `"\"usage\""`)
 /// followed by `:` and an object value. Cheap pre-filter before a JSON parse: in valid JSON
 /// an unescaped `"usage"` followed by `:` can only be a member key (quotes inside strings
 /// are escaped), so a `false` answer is exact for the keys we look for.
-pub fn has_object_member(json: &[u8], key: &[u8]) -> bool {
+pub fn has_object_member(json: &[u8], key: &Needle) -> bool {
     let mut from = 0;
-    while let Some(at) = find_from(json, key, from) {
+    while let Some(at) = json.get(from..).and_then(|rest| key.find_in(rest)) {
+        let at = from + at;
         let mut rest = json.get(at + key.len()..).unwrap_or_default().iter();
         let next = rest.by_ref().find(|b| !b.is_ascii_whitespace());
         if next == Some(&b':') && rest.find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
@@ -389,17 +427,20 @@ mod tests {
 
     #[test]
     fn object_member_probe() {
-        assert!(has_object_member(br#"{"usage" : {"a":1}}"#, b"\"usage\""));
-        assert!(!has_object_member(br#"{"usage":null}"#, b"\"usage\""));
+        assert!(has_object_member(br#"{"usage" : {"a":1}}"#, &USAGE_KEY));
+        assert!(!has_object_member(br#"{"usage":null}"#, &USAGE_KEY));
         assert!(!has_object_member(
             br#"{"t":"say \"usage\": {"}"#,
-            b"\"usage\""
+            &USAGE_KEY
         ));
         assert!(has_object_member(
             br#"{"usage":null,"x":{"usage":{}}}"#,
-            b"\"usage\""
+            &USAGE_KEY
         ));
-        assert!(!has_object_member(b"\"usage\"", b"\"usage\""));
+        assert!(!has_object_member(b"\"usage\"", &USAGE_KEY));
+        assert!(has_object_member(br#"{"error":{}}"#, &ERROR_KEY));
+        assert_eq!(Needle::new(b"").find_in(b"abc"), None);
+        assert_eq!(Needle::new(b"abd").find_in(b"abcabd"), Some(3));
         assert_eq!(find(b"abcabd", b"abd"), Some(3));
         assert_eq!(find(b"ab", b"abc"), None);
         assert_eq!(find(b"abc", b""), None);

@@ -18,14 +18,15 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::super::sse::{SseDecoder, find_eol};
-use super::super::wire::find;
+use super::super::wire::Needle;
 
 /// Default cap on the held bytes of one unfinished event (the usage chunk is ~500 bytes).
 pub const DEFAULT_MAX_HELD_BYTES: usize = 64 * 1024;
 
 /// A chunk that cannot be the usage chunk contains this (OpenAI's compact JSON).
-const NON_EMPTY_CHOICES: &[u8] = b"\"choices\":[{";
-const CARRY: usize = NON_EMPTY_CHOICES.len() - 1;
+const NON_EMPTY_CHOICES_BYTES: &[u8] = b"\"choices\":[{";
+static NON_EMPTY_CHOICES: Needle = Needle::new(NON_EMPTY_CHOICES_BYTES);
+const CARRY: usize = NON_EMPTY_CHOICES_BYTES.len() - 1;
 
 /// Who owns an LF that may follow a CR seen at the end of the previous chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,12 +302,10 @@ impl UsageChunkFilter {
             a.copy_from_slice(&self.carry);
             b.copy_from_slice(head);
         }
-        let hit = find(
-            joint.get(..joint_len).unwrap_or_default(),
-            NON_EMPTY_CHOICES,
-        )
-        .is_some()
-            || find(piece, NON_EMPTY_CHOICES).is_some();
+        let hit = NON_EMPTY_CHOICES
+            .find_in(joint.get(..joint_len).unwrap_or_default())
+            .is_some()
+            || NON_EMPTY_CHOICES.find_in(piece).is_some();
         // Keep the last CARRY bytes of everything seen.
         if piece.len() >= CARRY {
             self.carry.clear();
@@ -343,6 +342,7 @@ impl UsageChunkFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::wire::find;
     use proptest::prelude::*;
 
     fn fixture(rel: &str) -> Vec<u8> {

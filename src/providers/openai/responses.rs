@@ -13,7 +13,7 @@
 use serde::Deserialize;
 
 use super::super::sse::{SseDecoder, SseEvent};
-use super::super::wire::{Text, find, has_object_member};
+use super::super::wire::{Needle, Text, USAGE_KEY, has_object_member};
 use super::super::{ParsedUsage, UsageParser};
 use super::{OpenAiBodyWire, StreamState};
 
@@ -53,11 +53,12 @@ impl ResponsesStream {
     }
 
     fn on_event(state: &mut StreamState, terminal: &mut bool, ev: SseEvent<'_>) {
+        static RESPONSE_KEY: Needle = Needle::new(b"\"response\"");
         let data = ev.data;
         let useful = if ev.event.is_empty() {
             // No `event:` lines (some gateways): decide from the payload.
-            has_object_member(data, b"\"usage\"")
-                || (state.model.is_none() && find(data, b"\"response\"").is_some())
+            has_object_member(data, &USAGE_KEY)
+                || (state.model.is_none() && RESPONSE_KEY.find_in(data).is_some())
         } else {
             TERMINAL.contains(&ev.event) || (state.model.is_none() && STARTED.contains(&ev.event))
         };
