@@ -13,6 +13,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod dashboard;
+pub mod hash;
 pub mod pricing;
 pub mod providers;
 pub mod proxy;

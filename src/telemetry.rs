@@ -8,6 +8,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::hash::FastMap;
 use crate::pricing::Money;
 use crate::providers::Provider;
 use crate::store::model::Outcome;
@@ -51,7 +52,7 @@ struct CallCounts {
 pub struct Metrics {
     /// (provider, outcome) → model → calls and cost. Locked once per finished call, for
     /// a lookup by `&str` (no allocation once a model has been seen).
-    calls: Mutex<HashMap<(Provider, Outcome), HashMap<String, CallCounts>>>,
+    calls: Mutex<FastMap<(Provider, Outcome), FastMap<String, CallCounts>>>,
     overhead_buckets: [AtomicU64; OVERHEAD_BUCKETS_US.len()],
     overhead_count: AtomicU64,
     overhead_sum_us: AtomicU64,
@@ -75,21 +76,23 @@ impl Metrics {
         };
         let mut m = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         let by_model = m.entry((provider, outcome)).or_default();
-        let model = if by_model.contains_key(model) {
-            model
-        } else if by_model.len() < MAX_MODELS_PER_SERIES {
-            by_model.insert(model.to_owned(), CallCounts::default());
-            model
-        } else {
-            by_model.entry(OTHER_MODELS.to_owned()).or_default();
-            OTHER_MODELS
+        let bump = |c: &mut CallCounts| {
+            c.calls += 1;
+            if let Some(cost) = cost {
+                c.cost += cost;
+            }
         };
-        let Some(c) = by_model.get_mut(model) else {
-            return;
-        };
-        c.calls += 1;
-        if let Some(cost) = cost {
-            c.cost += cost;
+        // One lookup for a model already seen (nearly every call).
+        match by_model.get_mut(model) {
+            Some(c) => bump(c),
+            None => {
+                let label = if by_model.len() < MAX_MODELS_PER_SERIES {
+                    model
+                } else {
+                    OTHER_MODELS
+                };
+                bump(by_model.entry(label.to_owned()).or_default());
+            }
         }
     }
 

@@ -5,10 +5,10 @@
 //! once. `ProviderKeys` holds the decrypted provider keys for managed mode.
 //! Both use a std `RwLock`: lookups are a hash probe, nothing is awaited while held.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use super::api_key::KeyHash;
+use crate::hash::FastMap;
 use crate::providers::Provider;
 use crate::store::model::ApiKeyRecord;
 
@@ -21,7 +21,7 @@ pub struct KeyOwner {
 
 #[derive(Default)]
 pub struct KeyCache {
-    by_hash: RwLock<HashMap<KeyHash, KeyOwner>>,
+    by_hash: RwLock<FastMap<KeyHash, KeyOwner>>,
 }
 
 impl KeyCache {
@@ -67,12 +67,12 @@ impl KeyCache {
             .cloned()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<KeyHash, KeyOwner>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, FastMap<KeyHash, KeyOwner>> {
         self.by_hash.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-type ProviderKeyMap = HashMap<(Arc<str>, Provider), Arc<str>>;
+type ProviderKeyMap = FastMap<(Arc<str>, Provider), Arc<str>>;
 
 /// Decrypted provider keys for managed mode, by (account, provider).
 #[derive(Default)]

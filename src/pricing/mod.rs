@@ -89,6 +89,7 @@ pub use model::{
 };
 pub use money::Money;
 
+use crate::hash::FastMap;
 use crate::providers::{ParsedUsage, Provider, Usage};
 
 /// The price files compiled into the binary, one per provider.
@@ -165,9 +166,9 @@ pub struct PriceTable {
 struct ProviderPrices {
     models: Vec<ModelPrice>,
     /// Canonical names and aliases → index into `models`.
-    index: HashMap<Box<str>, usize>,
+    index: FastMap<Box<str>, usize>,
     /// Fine-tune entries (`ft:gpt-4o-mini`) by base name (`gpt-4o-mini`).
-    fine_tunes: HashMap<Box<str>, usize>,
+    fine_tunes: FastMap<Box<str>, usize>,
 }
 
 impl ProviderPrices {

@@ -3,7 +3,6 @@
 //! Every method here blocks on disk I/O: async callers go through
 //! `tokio::task::spawn_blocking`, and events are written only by the `writer` thread.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,6 +16,7 @@ pub mod sessions;
 pub mod tables;
 pub mod writer;
 
+use crate::hash::FastMap;
 use model::{ApiKeyRecord, CostEvent, ProviderKeyRecord, Totals, User};
 use tables::*;
 
@@ -327,8 +327,8 @@ impl Store {
         w.set_quick_repair(true);
         {
             let mut ev = w.open_table(EVENTS)?;
-            let mut rollups: HashMap<RollupKey<'_>, Totals> = HashMap::new();
-            let mut last_used: HashMap<&str, i64> = HashMap::new();
+            let mut rollups: FastMap<RollupKey<'_>, Totals> = FastMap::default();
+            let mut last_used: FastMap<&str, i64> = FastMap::default();
             let mut buf = Vec::with_capacity(256);
             for e in events {
                 let id = ulid::Ulid::from_string(&e.id).map(u128::from).unwrap_or(0);
@@ -340,7 +340,7 @@ impl Store {
                 *lu = (*lu).max(e.ts_ms);
             }
             drop(ev);
-            let mut daily: HashMap<RollupKey<'_>, Totals> = HashMap::new();
+            let mut daily: FastMap<RollupKey<'_>, Totals> = FastMap::default();
             for (k, t) in &rollups {
                 let day = query::Bucket::Day.start(k.start);
                 let key = RollupKey { start: day, ..*k };
@@ -421,7 +421,7 @@ fn key_belongs_to(record: &[u8], user_id: &str) -> bool {
 /// Adds `adds` into a rollup table's rows.
 fn merge_rollups(
     table: &mut redb::Table<'_, RollupKeyType, &'static [u8]>,
-    adds: HashMap<RollupKey<'_>, Totals>,
+    adds: FastMap<RollupKey<'_>, Totals>,
 ) -> Result<()> {
     for (k, add) in adds {
         let key = (k.user, k.start, k.provider, k.model, k.customer);
