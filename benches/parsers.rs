@@ -288,7 +288,7 @@ fn hot_path(c: &mut Criterion) {
         b.iter_batched(
             || sdk.clone(),
             |mut h| {
-                headers::clean_request_headers(&mut h);
+                headers::clean_request_headers(&mut h, 48);
                 h
             },
             criterion::BatchSize::SmallInput,

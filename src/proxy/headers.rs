@@ -23,11 +23,10 @@ fn is_hop_by_hop(name: &str) -> bool {
 }
 
 /// Client headers the upstream must not see: hop-by-hop ones, `Host` (it would name
-/// us), `Content-Length` (the body may be rewritten; hyper sets the length of what is
-/// sent), and ours.
+/// us), and ours.
 fn is_dropped_request_header(name: &str) -> bool {
     is_hop_by_hop(name)
-        || matches!(name, "host" | "content-length" | "x-customer-id")
+        || matches!(name, "host" | "x-customer-id")
         || name.starts_with("x-llmobserve-")
 }
 
@@ -35,8 +34,24 @@ fn is_dropped_request_header(name: &str) -> bool {
 /// `remove` per candidate name: most candidates are absent, and a scan is cheaper
 /// than hashing each of them.
 fn remove_where(h: &mut HeaderMap, drop: impl Fn(&str) -> bool) {
-    while let Some(k) = h.keys().find(|k| drop(k.as_str())).cloned() {
-        h.remove(k);
+    // The name is copied to the stack to end the borrow of `h`: cloning a `HeaderName`
+    // that is not a standard one allocates (`x-llmobserve-key` is on every call).
+    let mut buf = [0u8; 64];
+    while let Some(k) = h.keys().find(|k| drop(k.as_str())) {
+        let name = k.as_str().as_bytes();
+        let copied = buf.get_mut(..name.len()).and_then(|copy| {
+            copy.copy_from_slice(name);
+            std::str::from_utf8(copy).ok()
+        });
+        match copied {
+            Some(name) => {
+                h.remove(name);
+            }
+            None => {
+                let k = k.clone();
+                h.remove(k);
+            }
+        }
     }
 }
 
@@ -63,10 +78,22 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     remove_where(h, is_hop_by_hop);
 }
 
-/// Prepares client headers for the upstream.
-pub fn clean_request_headers(h: &mut HeaderMap) {
+/// Prepares client headers for the upstream. `Content-Length` stays only when
+/// `sent_len` is what it says, in one header: the body may have been rewritten or sent
+/// chunked, and then hyper sets the length of what is sent (keeping a right one saves
+/// formatting and allocating a new one per call).
+pub fn clean_request_headers(h: &mut HeaderMap, sent_len: usize) {
     remove_connection_named(h);
-    remove_where(h, is_dropped_request_header);
+    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+    let right = lengths.next().is_some_and(|v| {
+        v.as_bytes().iter().all(u8::is_ascii_digit)
+            && v.to_str().ok().and_then(|s| s.parse::<usize>().ok()) == Some(sent_len)
+    }) && lengths.next().is_none();
+    if right {
+        remove_where(h, is_dropped_request_header);
+    } else {
+        remove_where(h, |n| n == "content-length" || is_dropped_request_header(n));
+    }
 }
 
 #[cfg(test)]
@@ -91,11 +118,27 @@ mod tests {
         ] {
             h.insert(HeaderName::from_static(k), v.parse().unwrap());
         }
-        clean_request_headers(&mut h);
+        let mut wrong_length = h.clone();
+        clean_request_headers(&mut h, 10);
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left.len(), 2, "{left:?}");
+        assert_eq!(left.len(), 3, "{left:?}");
         assert!(h.contains_key("authorization"));
         assert!(h.contains_key("x-stainless-lang"));
+        assert_eq!(h["content-length"], "10");
+        // A rewritten body (or a length that is not the body's): hyper sets it.
+        clean_request_headers(&mut wrong_length, 48);
+        assert!(!wrong_length.contains_key("content-length"));
+        for odd in ["+10", "10, 10", "0x0a", ""] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_LENGTH, odd.parse().unwrap());
+            clean_request_headers(&mut h, 10);
+            assert!(h.is_empty(), "{odd}");
+        }
+        let mut twice = HeaderMap::new();
+        twice.append(header::CONTENT_LENGTH, "10".parse().unwrap());
+        twice.append(header::CONTENT_LENGTH, "10".parse().unwrap());
+        clean_request_headers(&mut twice, 10);
+        assert!(twice.is_empty());
     }
 
     #[test]
@@ -132,7 +175,21 @@ mod tests {
             "x64".parse().unwrap(),
         );
         let before = h.clone();
-        clean_request_headers(&mut h);
+        clean_request_headers(&mut h, 0);
         assert_eq!(h, before);
+    }
+
+    #[test]
+    fn long_names_are_removed_too() {
+        let mut h = HeaderMap::new();
+        let long = format!("x-llmobserve-{}", "a".repeat(80));
+        h.insert(
+            HeaderName::from_bytes(long.as_bytes()).unwrap(),
+            "1".parse().unwrap(),
+        );
+        h.insert(header::AUTHORIZATION, "Bearer sk".parse().unwrap());
+        clean_request_headers(&mut h, 0);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("authorization"));
     }
 }

@@ -245,13 +245,13 @@ fn build_event(
     };
     CostEvent {
         id: ctx.id.to_string(),
-        user_id: ctx.owner.user_id.to_string(),
+        user_id: String::from(&*ctx.owner.user_id),
         ts_ms: ctx.ts_ms,
         provider: ctx.provider,
         endpoint: ctx.endpoint,
         model,
         customer_id: ctx.customer_id.take(),
-        api_key_id: ctx.owner.key_id.to_string(),
+        api_key_id: String::from(&*ctx.owner.key_id),
         status,
         outcome,
         streamed,

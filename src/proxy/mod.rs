@@ -185,7 +185,7 @@ async fn handle_inner(
         .path_and_query(pq)
         .build()
         .map_err(|_| ProxyError::BodyRead("invalid request path".into()))?;
-    headers::clean_request_headers(&mut parts.headers);
+    headers::clean_request_headers(&mut parts.headers, body.len());
     if let Mode::Managed(slot) = mode {
         swap_provider_key(state, ctx, &mut parts.headers, slot)?;
     }
