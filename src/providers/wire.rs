@@ -5,7 +5,7 @@
 //! * [`Text`]: a model or tier name; empty strings and odd types read as absent.
 //! * [`Decimal`]: a provider-reported USD amount as an exact decimal string (OpenRouter
 //!   `usage.cost`), plus [`usd_from_ticks`] for xAI's `cost_in_usd_ticks`.
-//! * Byte helpers ([`find`], [`has_object_member`]) used to decide cheaply, before any JSON
+//! * Byte helpers ([`Needle`], [`has_object_member`]) used to decide cheaply, before any JSON
 //!   parse, whether a stream chunk can carry usage at all.
 
 use std::fmt;
@@ -297,14 +297,6 @@ pub fn usd_from_ticks(ticks: u64) -> String {
     format!("{whole}.{}", frac.trim_end_matches('0'))
 }
 
-/// Position of the first occurrence of `needle` in `hay` (none for an empty needle).
-pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() {
-        return None;
-    }
-    memchr::memmem::find(hay, needle)
-}
-
 /// A fixed byte string searched for in every stream chunk, with memchr's searcher
 /// (a SIMD prefilter on the needle's rarer bytes) built once: building one costs more
 /// than a search of a typical chunk. A naive scan, which stopped at every `"` (the first
@@ -441,8 +433,6 @@ mod tests {
         assert!(has_object_member(br#"{"error":{}}"#, &ERROR_KEY));
         assert_eq!(Needle::new(b"").find_in(b"abc"), None);
         assert_eq!(Needle::new(b"abd").find_in(b"abcabd"), Some(3));
-        assert_eq!(find(b"abcabd", b"abd"), Some(3));
-        assert_eq!(find(b"ab", b"abc"), None);
-        assert_eq!(find(b"abc", b""), None);
+        assert_eq!(Needle::new(b"abc").find_in(b"ab"), None);
     }
 }

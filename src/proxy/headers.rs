@@ -84,16 +84,23 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// formatting and allocating a new one per call).
 pub fn clean_request_headers(h: &mut HeaderMap, sent_len: usize) {
     remove_connection_named(h);
-    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
-    let right = lengths.next().is_some_and(|v| {
-        v.as_bytes().iter().all(u8::is_ascii_digit)
-            && v.to_str().ok().and_then(|s| s.parse::<usize>().ok()) == Some(sent_len)
-    }) && lengths.next().is_none();
-    if right {
+    if plain_length(h) == Some(sent_len) {
         remove_where(h, is_dropped_request_header);
     } else {
         remove_where(h, |n| n == "content-length" || is_dropped_request_header(n));
     }
+}
+
+/// The length a single, digits-only `Content-Length` states (`+10` and `10, 10` parse
+/// elsewhere, but are not forwarded as they are).
+fn plain_length(h: &HeaderMap) -> Option<usize> {
+    let mut values = h.get_all(header::CONTENT_LENGTH).iter();
+    let v = values.next().filter(|_| values.next().is_none())?;
+    let digits = std::str::from_utf8(v.as_bytes()).ok()?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 #[cfg(test)]

@@ -342,7 +342,7 @@ impl UsageChunkFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::wire::find;
+    use memchr::memmem::find;
     use proptest::prelude::*;
 
     fn fixture(rel: &str) -> Vec<u8> {
