@@ -16,6 +16,7 @@
 //!   `max_buffered_request_bytes` of body (the handlers turn both into `408` and `503`).
 
 mod body;
+mod supervise;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,13 +31,13 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 pub use body::{BodyError, RequestBody};
+use supervise::Supervised;
 
 use crate::config::Config;
 
@@ -120,7 +121,6 @@ pub async fn serve<H, Fut, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -193,7 +193,7 @@ pub async fn serve<H, Fut, B>(
             })
         };
         let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let signal = shutdown.clone();
         let tls = tls.clone();
         let header_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
@@ -201,10 +201,7 @@ pub async fn serve<H, Fut, B>(
             let result = match tls {
                 None => {
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    tokio::select! {
-                        r = watcher.watch(conn.into_owned()) => r,
-                        () = activity.idle_too_long(header_timeout) => Ok(()),
-                    }
+                    Supervised::new(conn.into_owned(), activity, header_timeout, signal).await
                 }
                 Some(acceptor) => {
                     let tls_stream =
@@ -217,10 +214,7 @@ pub async fn serve<H, Fut, B>(
                             Err(_) => return,
                         };
                     let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
-                    tokio::select! {
-                        r = watcher.watch(conn.into_owned()) => r,
-                        () = activity.idle_too_long(header_timeout) => Ok(()),
-                    }
+                    Supervised::new(conn.into_owned(), activity, header_timeout, signal).await
                 }
             };
             if let Err(e) = result {
@@ -229,7 +223,10 @@ pub async fn serve<H, Fut, B>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.grace, graceful.shutdown())
+    // Every connection task holds one slot until it ends; shutdown has told each of them
+    // to finish (see `Supervised`), so all slots coming back means all are done.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(limits.grace, connections.acquire_many(all))
         .await
         .is_err()
     {
