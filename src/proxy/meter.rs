@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -298,6 +298,9 @@ pub struct MeteredBody {
     /// Armed at the first wait for the upstream and re-armed only when it fires early:
     /// a frame just stamps `last_frame`, so frames cost no timer work.
     idle: Option<Pin<Box<Sleep>>>,
+    /// The waker `idle` was last polled with: while it has not fired and the task is
+    /// the same, it needs no polling (a stream is pending once per chunk).
+    idle_waker: Option<Waker>,
     last_frame: tokio::time::Instant,
     ended: bool,
     /// Why the body stopped early, handed to hyper only after it could flush what came
@@ -321,6 +324,7 @@ impl MeteredBody {
             ready: VecDeque::new(),
             idle_timeout,
             idle: None,
+            idle_waker: None,
             last_frame: tokio::time::Instant::now(),
             ended: false,
             failed: None,
@@ -341,12 +345,26 @@ impl MeteredBody {
     /// Whether the upstream has been silent for `idle_timeout`; otherwise makes sure a
     /// timer will wake the task when it would be.
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let same_task = |w: &Option<Waker>, cx: &Context<'_>| {
+            w.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+        };
+        // Armed, not fired, and holding this task's waker: nothing to do. Frames since it
+        // was armed only moved `last_frame`, which is looked at when it fires.
+        if self.idle.as_ref().is_some_and(|t| !t.is_elapsed()) && same_task(&self.idle_waker, cx) {
+            return false;
+        }
         let deadline = self.last_frame + self.idle_timeout;
-        let timer = self
-            .idle
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let timer = match self.idle.as_mut() {
+            Some(t) => t,
+            None => self
+                .idle
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
         loop {
             if timer.as_mut().poll(cx).is_pending() {
+                if !same_task(&self.idle_waker, cx) {
+                    self.idle_waker = Some(cx.waker().clone());
+                }
                 return false;
             }
             if tokio::time::Instant::now() >= deadline {
