@@ -24,7 +24,7 @@ pub use responses::ResponsesStream;
 use super::json_tail::{JsonBodyParser, ResponseBody};
 use super::openai_compat::OpenAiUsageWire;
 use super::sse::{SseDecoder, SseEvent};
-use super::wire::{ERROR_KEY, Text, USAGE_KEY, has_object_member};
+use super::wire::{Text, USAGE_OR_ERROR};
 use super::{ParsedUsage, Usage, UsageParser};
 
 /// A non-streamed OpenAI-shaped response body (also the `response` object of Responses
@@ -160,7 +160,7 @@ impl OpenAiChatStream {
             flags.errored = true;
         }
         // Most chunks are content deltas: parse only those that can tell us something.
-        let useful = has_object_member(data, &USAGE_KEY) || has_object_member(data, &ERROR_KEY);
+        let useful = USAGE_OR_ERROR.any_object_member(data);
         if !useful {
             if state.model.is_some() || flags.model_probes >= MAX_MODEL_PROBES {
                 return;

@@ -346,9 +346,7 @@ pub fn has_object_member(json: &[u8], key: &Needle) -> bool {
     let mut from = 0;
     while let Some(at) = json.get(from..).and_then(|rest| key.find_in(rest)) {
         let at = from + at;
-        let mut rest = json.get(at + key.len()..).unwrap_or_default().iter();
-        let next = rest.by_ref().find(|b| !b.is_ascii_whitespace());
-        if next == Some(&b':') && rest.find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        if object_follows(json, at + key.len()) {
             return true;
         }
         from = at + 1;
@@ -356,9 +354,89 @@ pub fn has_object_member(json: &[u8], key: &Needle) -> bool {
     false
 }
 
+/// Whether `json[at..]` is `:` then an object, whitespace allowed around the colon.
+fn object_follows(json: &[u8], at: usize) -> bool {
+    let mut rest = json.get(at..).unwrap_or_default().iter();
+    let next = rest.by_ref().find(|b| !b.is_ascii_whitespace());
+    next == Some(&b':') && rest.find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// Several member keys with an object value, looked for in one pass over a chunk: from
+/// each `{` back to a key, since a content chunk has few braces and neither key. Two
+/// [`Needle`] searches scanned every such chunk twice (~650 instructions a chunk).
+pub struct MemberKeys {
+    keys: &'static [&'static Needle],
+}
+
+impl MemberKeys {
+    pub const fn new(keys: &'static [&'static Needle]) -> MemberKeys {
+        MemberKeys { keys }
+    }
+
+    /// [`has_object_member`] for any of the keys: the same byte pattern (key, `:`, `{`,
+    /// whitespace between), found from its other end.
+    pub fn any_object_member(&self, json: &[u8]) -> bool {
+        memchr::memchr_iter(b'{', json).any(|open| {
+            let before = json.get(..open).unwrap_or_default().trim_ascii_end();
+            before.strip_suffix(b":").is_some_and(|before| {
+                let before = before.trim_ascii_end();
+                self.keys
+                    .iter()
+                    .any(|k| !k.is_empty() && before.ends_with(k.bytes))
+            })
+        })
+    }
+}
+
+/// The keys of an OpenAI-shaped stream chunk worth a parse.
+pub static USAGE_OR_ERROR: MemberKeys = MemberKeys::new(&[&USAGE_KEY, &ERROR_KEY]);
+
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    #[test]
+    fn member_keys_find_either_key_with_an_object_value() {
+        let long = format!("{{\"content\":\"{}\",\"usage\":null", "x".repeat(200));
+        for (json, want) in [
+            (r#"{"usage":{"a":1}}"#.to_owned(), true),
+            (r#"{"error" : {"message":"x"}}"#.to_owned(), true),
+            (r#"{"usage":null,"error":null}"#.to_owned(), false),
+            // Overlapping keys: the second starts at the first one's closing quote.
+            (r#"["usage"error":{}]"#.to_owned(), true),
+            (format!("{long}}}"), false),
+            (format!(r#"{long},"error":{{}}}}"#), true),
+            (String::new(), false),
+        ] {
+            assert_eq!(
+                USAGE_OR_ERROR.any_object_member(json.as_bytes()),
+                want,
+                "{json}"
+            );
+        }
+    }
+
+    proptest! {
+        /// One pass for both keys answers exactly as one search per key.
+        #[test]
+        fn member_keys_agree_with_one_search_per_key(
+            parts in prop::collection::vec(
+                prop_oneof![
+                    Just("\"usage\""), Just("\"error\""), Just(":"), Just(" "), Just("{"),
+                    Just("null"), Just("\""), Just("xxxxxxxxxxxxxxxx"), Just("\n\t"), Just("\x0c"),
+                    Just("}"),
+                ],
+                0..60,
+            )
+        ) {
+            let json = parts.concat();
+            let want = has_object_member(json.as_bytes(), &USAGE_KEY)
+                || has_object_member(json.as_bytes(), &ERROR_KEY);
+            prop_assert_eq!(USAGE_OR_ERROR.any_object_member(json.as_bytes()), want);
+        }
+    }
 
     #[test]
     fn counts_are_lenient() {
