@@ -204,15 +204,20 @@ pub async fn serve<H, Fut, B>(
                     Supervised::new(conn.into_owned(), activity, header_timeout, signal).await
                 }
                 Some(acceptor) => {
-                    let tls_stream =
-                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                    let mut signal = signal;
+                    let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
+                    // The task holds a connection slot, which shutdown waits for.
+                    let tls_stream = tokio::select! {
+                        r = handshake => match r {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => {
                                 tracing::debug!(error = %e, "TLS handshake failed");
                                 return;
                             }
                             Err(_) => return,
-                        };
+                        },
+                        () = supervise::shutdown_signalled(&mut signal) => return,
+                    };
                     let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
                     Supervised::new(conn.into_owned(), activity, header_timeout, signal).await
                 }

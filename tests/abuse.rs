@@ -718,3 +718,30 @@ async fn over_the_cap_a_tls_listener_closes_new_connections() {
     }
     s.finish(0, 0).await;
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_silent_handshakes_or_idle_connections() {
+    // Both far longer than the test: shutdown must not sit them out.
+    let long = Duration::from_secs(30);
+    let Setup {
+        mock: _mock,
+        app,
+        acct: _acct,
+        canary: _canary,
+    } = Setup::new(|c| {
+        serve_tls(c);
+        c.header_read_timeout = long;
+        c.shutdown_grace = long;
+    })
+    .await;
+    let proxy = app.app.proxy_addr;
+    // TCP only, no ClientHello: the task is still in the TLS handshake.
+    let _silent = Raw::connect(proxy).await;
+    // A finished handshake and no request: an idle connection.
+    let _idle = tls_connect(proxy).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let start = Instant::now();
+    app.app.shutdown().await;
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+}

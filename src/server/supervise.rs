@@ -94,7 +94,7 @@ impl<C: GracefulConnection> Supervised<C> {
 
 /// Returns once shutdown is signalled (or its sender is gone, which only happens when
 /// the server is going away), including when it already was.
-async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
+pub(super) async fn shutdown_signalled(rx: &mut watch::Receiver<bool>) {
     if *rx.borrow_and_update() {
         return;
     }
