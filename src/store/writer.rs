@@ -36,7 +36,9 @@ const MAX_WAITING: u64 = 65_536;
 /// and that wait was most of the streaming time-to-first-byte tail at one connection
 /// (p99 598 -> 417 µs, median of 5 interleaved runs). Under saturation the writer
 /// still keeps up: it gets less CPU, so batches grow and cost less per event (queue
-/// depth at most ~1,000 at 256 connections).
+/// depth at most ~1,000 at 256 connections). Not 19: that cut the tail ~100 µs more but
+/// let the queue reach 3.5k; at 10, sharing a core with a busy worker still leaves the
+/// writer ~10% of it, about what 40k events/s need. Raising it back needs privileges.
 const WRITER_NICE: i32 = 10;
 
 // Events travel unboxed: a box per call was one more allocation, freed on the writer's
