@@ -293,23 +293,64 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time (user + system, all threads, live and exited) a process has used, in µs.
-/// `/proc/<pid>/stat` counts clock ticks (100 per second): over windows of a
-/// second or more at thousands of requests per second the rounding is under 1%.
-fn cpu_us(pid: u32) -> u64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
-    let Some(rest) = s.rsplit_once(')').map(|(_, r)| r) else {
-        return 0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // `rest` starts at field 3, so field n is at index n - 3.
-    let total = ticks(14 - 3) + ticks(15 - 3);
-    // Linux reports these in USER_HZ, which is 100 on every architecture it runs on.
-    total * 10_000
+/// What a process has used so far: CPU time (all threads, live and exited) and the
+/// context switches of its live threads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcUsage {
+    pub user_us: u64,
+    pub sys_us: u64,
+    /// Switches where a thread blocked (waiting for I/O, a lock, work).
+    pub voluntary: u64,
+    /// Switches where a runnable thread was preempted: on a shared machine, the cost of
+    /// using the cores other processes also need.
+    pub involuntary: u64,
+}
+
+impl ProcUsage {
+    /// `/proc/<pid>/stat` counts clock ticks (100 per second): over windows of a second
+    /// or more at thousands of requests per second the rounding is under 1%.
+    fn read(pid: u32) -> ProcUsage {
+        let mut u = ProcUsage::default();
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            && let Some((_, rest)) = s.rsplit_once(')')
+        {
+            // Fields after the parenthesised command name start at field 3; utime is
+            // field 14, stime 15. Linux reports them in USER_HZ, 100 on every architecture.
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+            u.user_us = ticks(14).unwrap_or(0) * 10_000;
+            u.sys_us = ticks(15).unwrap_or(0) * 10_000;
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return u;
+        };
+        for t in tasks.flatten() {
+            let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
+                continue;
+            };
+            for line in status.lines() {
+                let count = |p: &str| {
+                    line.strip_prefix(p)
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                };
+                if let Some(n) = count("voluntary_ctxt_switches:") {
+                    u.voluntary += n;
+                } else if let Some(n) = count("nonvoluntary_ctxt_switches:") {
+                    u.involuntary += n;
+                }
+            }
+        }
+        u
+    }
+
+    fn since(self, before: ProcUsage) -> ProcUsage {
+        ProcUsage {
+            user_us: self.user_us.saturating_sub(before.user_us),
+            sys_us: self.sys_us.saturating_sub(before.sys_us),
+            voluntary: self.voluntary.saturating_sub(before.voluntary),
+            involuntary: self.involuntary.saturating_sub(before.involuntary),
+        }
+    }
 }
 
 /// Samples a process's RSS every 20 ms until stopped; returns the peak.
@@ -495,7 +536,8 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
                 for i in 0..targets.len() {
                     let (name, addr, pid) = targets[(i + round) % targets.len()];
                     let sampler = RssSampler::start(pid);
-                    let cpu_before = cpu_us(pid);
+                    let usage_before = ProcUsage::read(pid);
+                    let started = std::time::Instant::now();
                     let spec = LoadSpec {
                         concurrency: conns,
                         duration: Duration::from_secs_f64(seconds),
@@ -504,9 +546,10 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
                         pace,
                     };
                     let r = load::run(addr, s, spec).await;
-                    let cpu = cpu_us(pid).saturating_sub(cpu_before);
+                    let usage = ProcUsage::read(pid).since(usage_before);
+                    let window = started.elapsed();
                     let peak = sampler.finish(pid).await;
-                    let m = Round::from_result(&r, peak, cpu as f64);
+                    let m = Round::from_result(&r, peak, usage, window);
                     eprintln!(
                         "{:<7} conns={conns:<4} round={round} {name:<13} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  cpu {:>5.1} µs/req  errors {}",
                         s.name,
@@ -701,4 +744,31 @@ fn machine() -> String {
         "{cpu}, {cores} cores, {mem_gib:.0} GiB, Linux {}",
         kernel.trim()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_usage_sees_this_process_work_and_block() {
+        let pid = std::process::id();
+        let before = ProcUsage::read(pid);
+        // Spin until the kernel has counted 30 ms of CPU (3 ticks), for 10 s at most.
+        let start = std::time::Instant::now();
+        let cpu = |u: ProcUsage| u.user_us + u.sys_us;
+        let mut x = 0u64;
+        while cpu(ProcUsage::read(pid).since(before)) < 30_000
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        }
+        // A sleep is a voluntary switch.
+        std::thread::sleep(Duration::from_millis(5));
+        let d = ProcUsage::read(pid).since(before);
+        assert!(cpu(d) >= 30_000, "{d:?}");
+        assert!(d.voluntary >= 1, "{d:?}");
+    }
 }

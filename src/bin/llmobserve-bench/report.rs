@@ -2,9 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::ProcUsage;
 use crate::load::{LoadResult, percentile};
 use crate::store::StoreReport;
 
@@ -27,10 +29,30 @@ pub struct Round {
     /// Less noisy than throughput on a shared machine: it does not depend on how the
     /// load generator and the mock share the cores.
     pub cpu_us_per_req: f64,
+    /// The same split into user and kernel time.
+    pub user_us_per_req: f64,
+    pub sys_us_per_req: f64,
+    /// The target's threads preempted (involuntary context switches), and blocked
+    /// (voluntary ones), per second of the window.
+    pub preempted_per_s: f64,
+    pub blocked_per_s: f64,
 }
 
 impl Round {
-    pub fn from_result(r: &LoadResult, peak_rss_kib: u64, cpu_us: f64) -> Round {
+    pub fn from_result(
+        r: &LoadResult,
+        peak_rss_kib: u64,
+        usage: ProcUsage,
+        window: Duration,
+    ) -> Round {
+        let per_req = |us: u64| {
+            if r.answered > 0 {
+                us as f64 / r.answered as f64
+            } else {
+                0.0
+            }
+        };
+        let per_s = |n: u64| n as f64 / window.as_secs_f64().max(1e-9);
         Round {
             rps: r.rps(),
             p50_us: percentile(&r.ttlb_us, 0.50),
@@ -44,11 +66,11 @@ impl Round {
             wrong_bytes: r.wrong_bytes,
             requests: r.ok,
             peak_rss_kib,
-            cpu_us_per_req: if r.answered > 0 {
-                cpu_us / r.answered as f64
-            } else {
-                0.0
-            },
+            cpu_us_per_req: per_req(usage.user_us + usage.sys_us),
+            user_us_per_req: per_req(usage.user_us),
+            sys_us_per_req: per_req(usage.sys_us),
+            preempted_per_s: per_s(usage.involuntary),
+            blocked_per_s: per_s(usage.voluntary),
         }
     }
 }
@@ -74,6 +96,10 @@ pub fn median(rounds: &[Round]) -> Round {
         requests: rounds.iter().map(|r| r.requests).sum(),
         peak_rss_kib: rounds.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0),
         cpu_us_per_req: med(|r| r.cpu_us_per_req),
+        user_us_per_req: med(|r| r.user_us_per_req),
+        sys_us_per_req: med(|r| r.sys_us_per_req),
+        preempted_per_s: med(|r| r.preempted_per_s),
+        blocked_per_s: med(|r| r.blocked_per_s),
     }
 }
 
@@ -241,6 +267,7 @@ pub fn render(r: &Report) -> String {
         }
         out.push('\n');
     }
+    render_cpu_split(&mut out, r);
     if let Some(m) = &r.memory {
         let _ = writeln!(out, "## memory (LLMObserve process)");
         let _ = writeln!(out, "| measure | value |\n|---|---:|");
@@ -352,4 +379,29 @@ pub fn render_callgrind(counts: &[crate::callgrind::Count]) -> String {
         );
     }
     out
+}
+
+/// Where each proxy's CPU goes: user and kernel time per request, and how often its
+/// threads were preempted or blocked. On a shared machine a busier proxy is preempted
+/// more, and that shows up as kernel time and lost throughput.
+fn render_cpu_split(out: &mut String, r: &Report) {
+    let _ = writeln!(out, "## CPU split and context switches (proxies)");
+    let _ = writeln!(
+        out,
+        "| scenario | conns | target | user µs/req | kernel µs/req | preempted /s | blocked /s |"
+    );
+    let _ = writeln!(out, "|---|---:|---|---:|---:|---:|---:|");
+    for (scenario, by_c) in &r.medians {
+        for (conns, by_t) in by_c {
+            for t in [BASELINE, LLMOBSERVE] {
+                let Some(m) = by_t.get(t) else { continue };
+                let _ = writeln!(
+                    out,
+                    "| {scenario} | {conns} | {t} | {:.1} | {:.1} | {:.0} | {:.0} |",
+                    m.user_us_per_req, m.sys_us_per_req, m.preempted_per_s, m.blocked_per_s,
+                );
+            }
+        }
+    }
+    out.push('\n');
 }
