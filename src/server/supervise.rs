@@ -260,6 +260,42 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn shutdown_lets_an_h2_stream_in_flight_finish_then_ends_the_connection() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (tx, rx) = watch::channel(false);
+        let (open, gate) = oneshot::channel();
+        let ended = serve(
+            b,
+            Duration::from_secs(60),
+            rx,
+            Arc::new(Mutex::new(Some(gate))),
+        );
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(a))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        // A client that keeps its side open: only the server's GOAWAY ends it.
+        let mut keep = send.clone();
+        let call = tokio::spawn(async move {
+            let resp = send.send_request(request()).await.unwrap();
+            resp.into_body().collect().await.unwrap().to_bytes()
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tx.send(true).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!ended.is_finished(), "ended with a stream in flight");
+        let released = Instant::now();
+        open.send(()).unwrap();
+        assert_eq!(call.await.unwrap(), "ok");
+        let (ended, result) = finish(ended).await;
+        assert_eq!(result, Ok(()));
+        assert!(ended - released < Duration::from_secs(1));
+        // Gone for good: a new stream is refused.
+        assert!(keep.send_request(request()).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_connection_accepted_after_shutdown_was_signalled_ends_at_once() {
         let (_a, b) = tokio::io::duplex(4096);
         let (tx, rx) = watch::channel(false);
