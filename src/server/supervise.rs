@@ -26,18 +26,18 @@ type SideFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub(super) struct Supervised<C> {
     conn: Pin<Box<C>>,
     /// Resolves once the connection is idle too long. Polled only when `side` fired.
-    watch: Option<SideFuture>,
+    watch: SideFuture,
     side: Arc<SideWaker>,
     side_waker: Waker,
     /// The connection task's waker as last handed to `side`.
     task: Option<Waker>,
-    shut_down: bool,
 }
 
 /// Wakes the connection's task on behalf of the watchers, and records that it did.
 struct SideWaker {
     fired: AtomicBool,
-    /// Set by the watcher future when the shutdown signal came.
+    /// Set by the watcher future when the shutdown signal came; taken (once) by the
+    /// connection's poll.
     shutdown: AtomicBool,
     task: Mutex<Option<Waker>>,
 }
@@ -83,11 +83,10 @@ impl<C: GracefulConnection> Supervised<C> {
         });
         Supervised {
             conn: Box::pin(conn),
-            watch: Some(watch),
+            watch,
             side_waker: Waker::from(side.clone()),
             side,
             task: None,
-            shut_down: false,
         }
     }
 }
@@ -119,17 +118,13 @@ impl<C: GracefulConnection> Future for Supervised<C> {
                 .unwrap_or_else(PoisonError::into_inner) = Some(w.clone());
             this.task = Some(w);
         }
-        if this.side.fired.swap(false, Ordering::AcqRel)
-            && let Some(watch) = this.watch.as_mut()
-        {
+        if this.side.fired.swap(false, Ordering::AcqRel) {
             let mut side_cx = Context::from_waker(&this.side_waker);
-            if watch.as_mut().poll(&mut side_cx).is_ready() {
+            if this.watch.as_mut().poll(&mut side_cx).is_ready() {
                 // Idle too long: dropping the connection closes it.
-                this.watch = None;
                 return Poll::Ready(Ok(()));
             }
-            if !this.shut_down && this.side.shutdown.load(Ordering::Acquire) {
-                this.shut_down = true;
+            if this.side.shutdown.swap(false, Ordering::AcqRel) {
                 this.conn.as_mut().graceful_shutdown();
             }
         }
@@ -228,69 +223,80 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn shutdown_lets_the_call_in_flight_finish_then_ends_the_connection() {
-        let (a, b) = tokio::io::duplex(4096);
-        let (tx, rx) = watch::channel(false);
+    /// A served connection whose one call waits for a gate, and its shutdown signal.
+    struct Gated {
+        shutdown: watch::Sender<bool>,
+        ended: tokio::task::JoinHandle<(Instant, Result<(), String>)>,
+    }
+
+    /// The client end of the pipe, the gate's opener, and the connection.
+    fn gated() -> (DuplexStream, oneshot::Sender<()>, Gated) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (shutdown, rx) = watch::channel(false);
         let (open, gate) = oneshot::channel();
         let ended = serve(
-            b,
+            server,
             Duration::from_secs(60),
             rx,
             Arc::new(Mutex::new(Some(gate))),
         );
-        let mut send = client(a).await;
+        (client, open, Gated { shutdown, ended })
+    }
+
+    impl Gated {
+        /// Signals shutdown while the call waits at the gate, checks the connection
+        /// outlives it, then opens the gate; returns when it did.
+        async fn shut_down_mid_call(&self, open: oneshot::Sender<()>) -> Instant {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.shutdown.send(true).unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(!self.ended.is_finished(), "ended with a call in flight");
+            let released = Instant::now();
+            open.send(()).unwrap();
+            released
+        }
+
+        /// The connection ends cleanly within a second of `released`.
+        async fn ends_soon_after(self, released: Instant) {
+            let (ended, result) = finish(self.ended).await;
+            assert_eq!(result, Ok(()));
+            assert!(ended - released < Duration::from_secs(1));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_lets_the_call_in_flight_finish_then_ends_the_connection() {
+        let (io, open, conn) = gated();
+        let mut send = client(io).await;
         let call = tokio::spawn(async move {
             let resp = send.send_request(request()).await.unwrap();
             let close = resp.headers().get(http::header::CONNECTION).cloned();
             (resp.into_body().collect().await.unwrap().to_bytes(), close)
         });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        tx.send(true).unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!ended.is_finished(), "ended with a call in flight");
-        let released = Instant::now();
-        open.send(()).unwrap();
+        let released = conn.shut_down_mid_call(open).await;
         let (body, close) = call.await.unwrap();
         assert_eq!(body, "ok");
         assert_eq!(close.as_ref().map(|v| v.as_bytes()), Some(&b"close"[..]));
-        let (ended, result) = finish(ended).await;
-        assert_eq!(result, Ok(()));
-        assert!(ended - released < Duration::from_secs(1));
+        conn.ends_soon_after(released).await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_lets_an_h2_stream_in_flight_finish_then_ends_the_connection() {
-        let (a, b) = tokio::io::duplex(64 * 1024);
-        let (tx, rx) = watch::channel(false);
-        let (open, gate) = oneshot::channel();
-        let ended = serve(
-            b,
-            Duration::from_secs(60),
-            rx,
-            Arc::new(Mutex::new(Some(gate))),
-        );
-        let (mut send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(a))
+        let (io, open, conn) = gated();
+        let (mut send, h2) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
                 .await
                 .unwrap();
-        tokio::spawn(conn);
+        tokio::spawn(h2);
         // A client that keeps its side open: only the server's GOAWAY ends it.
         let mut keep = send.clone();
         let call = tokio::spawn(async move {
             let resp = send.send_request(request()).await.unwrap();
             resp.into_body().collect().await.unwrap().to_bytes()
         });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        tx.send(true).unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!ended.is_finished(), "ended with a stream in flight");
-        let released = Instant::now();
-        open.send(()).unwrap();
+        let released = conn.shut_down_mid_call(open).await;
         assert_eq!(call.await.unwrap(), "ok");
-        let (ended, result) = finish(ended).await;
-        assert_eq!(result, Ok(()));
-        assert!(ended - released < Duration::from_secs(1));
+        conn.ends_soon_after(released).await;
         // Gone for good: a new stream is refused.
         assert!(keep.send_request(request()).await.is_err());
     }
