@@ -284,13 +284,18 @@ impl Server {
 
 /// `VmRSS` of a process, in KiB (0 if unreadable).
 fn rss_kib(pid: u32) -> u64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return 0;
-    };
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| status_field(&s, "VmRSS:"))
         .unwrap_or(0)
+}
+
+/// A numeric field of a `/proc/.../status` file (`VmRSS:  1234 kB` gives 1234).
+fn status_field(status: &str, name: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// What a process has used so far: CPU time (all threads, live and exited) and the
@@ -328,17 +333,9 @@ impl ProcUsage {
             let Ok(status) = std::fs::read_to_string(t.path().join("status")) else {
                 continue;
             };
-            for line in status.lines() {
-                let count = |p: &str| {
-                    line.strip_prefix(p)
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                };
-                if let Some(n) = count("voluntary_ctxt_switches:") {
-                    u.voluntary += n;
-                } else if let Some(n) = count("nonvoluntary_ctxt_switches:") {
-                    u.involuntary += n;
-                }
-            }
+            let count = |name| status_field(&status, name).unwrap_or(0);
+            u.voluntary += count("voluntary_ctxt_switches:");
+            u.involuntary += count("nonvoluntary_ctxt_switches:");
         }
         u
     }
