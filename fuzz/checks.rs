@@ -18,6 +18,9 @@ use flate2::write::{DeflateEncoder, GzEncoder, ZlibEncoder};
 use llmobserve::auth::api_key::{self, KeyFormatError};
 use llmobserve::auth::keys::KeyCache;
 use llmobserve::providers::decode::{ContentDecoder, DecodeError, Encoding};
+use llmobserve::providers::json_reader::Reader;
+use llmobserve::providers::json_tail::ResponseBody;
+use llmobserve::providers::openai::OpenAiBodyWire;
 use llmobserve::providers::openai::UsageChunkFilter;
 use llmobserve::providers::sse::{SseDecoder, SseEvent};
 use llmobserve::providers::{
@@ -33,7 +36,7 @@ use serde_json::Value;
 pub type Check = fn(&[u8]);
 
 /// Every target, as named in `fuzz/Cargo.toml`, with its check.
-pub const TARGETS: [(&str, Check); 7] = [
+pub const TARGETS: [(&str, Check); 8] = [
     ("sse_decoder", check_sse_decoder),
     ("usage_parsers", check_usage_parsers),
     ("chunk_filter", check_chunk_filter),
@@ -41,6 +44,7 @@ pub const TARGETS: [(&str, Check); 7] = [
     ("api_key", check_api_key),
     ("request", check_request),
     ("route", check_route),
+    ("json_reader", check_json_reader),
 ];
 
 /// Fuzzer bytes split into two knobs, chunk boundaries and the payload.
@@ -836,4 +840,32 @@ pub fn check_route(data: &[u8]) {
             "{path:?}: encoded slash passed the check"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// json_reader
+
+/// The hand JSON reader never accepts what serde_json rejects, and where it reads a
+/// response body or a request it gives exactly serde's answer.
+pub fn check_json_reader(data: &[u8]) {
+    let input = Input::parse(data);
+    let doc = input.payload;
+    let mut r = Reader::new(doc);
+    if r.skip().and_then(|()| r.end()).is_some() {
+        assert!(
+            serde_json::from_slice::<serde::de::IgnoredAny>(doc).is_ok(),
+            "accepted what serde rejects: {}",
+            String::from_utf8_lossy(doc)
+        );
+    }
+    if let Some(fast) = OpenAiBodyWire::read_fast(doc) {
+        let slow = serde_json::from_slice::<OpenAiBodyWire>(doc).ok();
+        assert_eq!(Some(fast), slow, "{}", String::from_utf8_lossy(doc));
+    }
+    assert_eq!(
+        RequestInfo::parse(doc),
+        RequestInfo::parse_with_serde(doc),
+        "{}",
+        String::from_utf8_lossy(doc)
+    );
 }

@@ -21,7 +21,7 @@ if ! [[ "$secs" =~ ^[1-9][0-9]*$ ]]; then
   echo "usage: bash fuzz/run.sh [seconds per target, at least 1]" >&2
   exit 2
 fi
-all_targets=(sse_decoder usage_parsers chunk_filter content_decoder api_key request route)
+all_targets=(sse_decoder usage_parsers chunk_filter content_decoder api_key request route json_reader)
 read -r -a targets <<<"${FUZZ_TARGETS:-${all_targets[*]}}"
 
 log() { printf '== fuzz: %s\n' "$*"; }

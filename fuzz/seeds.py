@@ -90,3 +90,11 @@ for i, path in enumerate([
     b"/openai/v1/%2e%2E/x",
 ]):
     seed("route", f"path{i}", path)
+
+# json_reader: response bodies and requests, plain and odd.
+for rel in ["openai/chat_completion.json", "openai/responses.json", "openai/embeddings.json",
+            "deepseek/chat_completion.json", "openrouter/chat_completion.json",
+            "xai/chat_completion.json", "azure/chat_completion.json"]:
+    seed("json_reader", rel.replace("/", "_"), fixture(rel))
+seed("json_reader", "request", b'{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"user":"a","metadata":{"user_id":"b"},"messages":[{"role":"user","content":"hi \\"x\\" \\u00e9"}]}')
+seed("json_reader", "odd_counts", b'{"usage":{"prompt_tokens":45.0,"completion_tokens":"7","total_tokens":-1,"cost":0.5,"prompt_tokens_details":null}}')

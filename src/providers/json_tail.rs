@@ -130,6 +130,11 @@ impl BoundedJson {
         self.tail.extend_from_slice(bytes);
     }
 
+    /// The whole document, unless it passed the cap.
+    pub fn whole(&self) -> Option<&[u8]> {
+        (!self.overflowed).then_some(self.buf.as_slice())
+    }
+
     /// Parses the captured document as `T` (see the module docs for oversized bodies).
     pub fn parse<T: DeserializeOwned>(&self) -> Option<Extracted<T>> {
         if !self.overflowed {
@@ -405,6 +410,12 @@ fn tail_members(s: &[u8]) -> (Vec<Member>, bool) {
 pub trait ResponseBody: DeserializeOwned {
     /// Usage, model, tier and cost found in the body; `complete` is set by the caller.
     fn into_parsed(self) -> ParsedUsage;
+
+    /// The body read from a whole document without serde, or `None` to leave it to serde
+    /// (see [`super::json_reader`]). Must give serde's answer wherever it gives one.
+    fn read_fast(_doc: &[u8]) -> Option<Self> {
+        None
+    }
 }
 
 /// Reads usage from a non-streamed JSON body of type `B`, with bounded memory.
@@ -434,6 +445,13 @@ impl<B: ResponseBody> UsageParser for JsonBodyParser<B> {
     }
 
     fn finish(&mut self) -> ParsedUsage {
+        if let Some(value) = self.body.whole().and_then(B::read_fast) {
+            self.body.clear();
+            return ParsedUsage {
+                complete: true,
+                ..value.into_parsed()
+            };
+        }
         let parsed = match self.body.parse::<B>() {
             Some(Extracted { value, complete }) => ParsedUsage {
                 complete,

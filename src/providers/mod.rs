@@ -5,8 +5,9 @@
 //! [`parser_for`], and the pricing module turns the resulting [`Usage`] into money.
 //!
 //! Map: [`sse`] decodes event streams; [`json_tail`] and [`json_seq`] capture JSON bodies
-//! with bounded memory; [`openai`] (with the shared usage conventions in [`openai_compat`]),
-//! [`anthropic`] and [`gemini`] hold one parser per wire format; [`wire`] has the lenient
+//! with bounded memory; [`json_reader`] reads the plain shape of a small one without serde;
+//! [`openai`] (with the shared usage conventions in [`openai_compat`]), [`anthropic`] and
+//! [`gemini`] hold one parser per wire format; [`wire`] has the lenient
 //! field types they share. [`openai::UsageChunkFilter`] strips the usage chunk the proxy
 //! requested on a client's behalf.
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub mod anthropic;
 pub mod decode;
 pub mod gemini;
+pub mod json_reader;
 pub mod json_seq;
 pub mod json_tail;
 pub mod openai;

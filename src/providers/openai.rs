@@ -13,6 +13,8 @@
 //! The conventions inside `usage` live in [`super::openai_compat`].
 
 pub mod chunk_filter;
+#[cfg(test)]
+mod read_fast_tests;
 pub mod responses;
 
 use serde::Deserialize;
@@ -21,6 +23,7 @@ use serde::de::IgnoredAny;
 pub use chunk_filter::UsageChunkFilter;
 pub use responses::ResponsesStream;
 
+use super::json_reader::Reader;
 use super::json_tail::{JsonBodyParser, ResponseBody};
 use super::openai_compat::OpenAiUsageWire;
 use super::sse::{SseDecoder, SseEvent};
@@ -29,7 +32,7 @@ use super::{ParsedUsage, Usage, UsageParser};
 
 /// A non-streamed OpenAI-shaped response body (also the `response` object of Responses
 /// stream events).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct OpenAiBodyWire {
     pub model: Text,
@@ -38,6 +41,32 @@ pub struct OpenAiBodyWire {
 }
 
 impl ResponseBody for OpenAiBodyWire {
+    fn read_fast(doc: &[u8]) -> Option<OpenAiBodyWire> {
+        let mut r = Reader::new(doc);
+        let mut body = OpenAiBodyWire::default();
+        let mut seen = [false; 3];
+        r.object(|key, r| {
+            let field = match key {
+                b"model" => 0,
+                b"service_tier" => 1,
+                b"usage" => 2,
+                _ => return r.skip(),
+            };
+            // serde fails on a repeated field: leave that to it.
+            if std::mem::replace(seen.get_mut(field)?, true) {
+                return None;
+            }
+            match field {
+                0 => body.model = Text::read(r)?,
+                1 => body.service_tier = Text::read(r)?,
+                _ => body.usage = OpenAiUsageWire::read(r)?,
+            }
+            Some(())
+        })?;
+        r.end()?;
+        Some(body)
+    }
+
     fn into_parsed(self) -> ParsedUsage {
         let usage = self.usage.as_ref().and_then(OpenAiUsageWire::to_usage);
         let provider_cost_usd = usage

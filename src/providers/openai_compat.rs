@@ -18,10 +18,11 @@
 use serde::Deserialize;
 
 use super::Usage;
+use super::json_reader::Reader;
 use super::wire::{Count, Decimal, Text, usd_from_ticks};
 
 /// `usage` as OpenAI and OpenAI-compatible providers send it. Unknown fields are ignored.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct OpenAiUsageWire {
     #[serde(alias = "input_tokens")]
@@ -48,20 +49,115 @@ pub struct OpenAiUsageWire {
     pub service_tier: Text,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct PromptDetailsWire {
     pub cached_tokens: Count,
     pub cache_write_tokens: Count,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct CompletionDetailsWire {
     pub reasoning_tokens: Count,
 }
 
+impl PromptDetailsWire {
+    fn read(r: &mut Reader<'_>) -> Option<Option<PromptDetailsWire>> {
+        if r.null()? {
+            return Some(None);
+        }
+        let mut d = PromptDetailsWire::default();
+        let mut seen = 0u32;
+        r.object(|key, r| match key {
+            b"cached_tokens" => {
+                first_time(&mut seen, 0)?;
+                d.cached_tokens = Count::read(r)?;
+                Some(())
+            }
+            b"cache_write_tokens" => {
+                first_time(&mut seen, 1)?;
+                d.cache_write_tokens = Count::read(r)?;
+                Some(())
+            }
+            _ => r.skip(),
+        })?;
+        Some(Some(d))
+    }
+}
+
+impl CompletionDetailsWire {
+    fn read(r: &mut Reader<'_>) -> Option<Option<CompletionDetailsWire>> {
+        if r.null()? {
+            return Some(None);
+        }
+        let mut d = CompletionDetailsWire::default();
+        let mut seen = 0u32;
+        r.object(|key, r| match key {
+            b"reasoning_tokens" => {
+                first_time(&mut seen, 0)?;
+                d.reasoning_tokens = Count::read(r)?;
+                Some(())
+            }
+            _ => r.skip(),
+        })?;
+        Some(Some(d))
+    }
+}
+
+/// Marks a member as seen; `None` when it was already (serde fails on a repeated field,
+/// aliases included, so the reader declines).
+fn first_time(seen: &mut u32, bit: u32) -> Option<()> {
+    let mask = 1 << bit;
+    (*seen & mask == 0).then(|| *seen |= mask)
+}
+
 impl OpenAiUsageWire {
+    /// Reads `usage` (an object or `null`) without serde; `None` declines, and the caller
+    /// parses with serde instead (see [`super::json_reader`]). Same answer as serde's
+    /// derive wherever it answers: the property tests below compare the two.
+    pub fn read(r: &mut Reader<'_>) -> Option<Option<OpenAiUsageWire>> {
+        if r.null()? {
+            return Some(None);
+        }
+        let mut u = OpenAiUsageWire::default();
+        let mut seen = 0u32;
+        r.object(|key, r| {
+            let bit = match key {
+                b"prompt_tokens" | b"input_tokens" => 0,
+                b"completion_tokens" | b"output_tokens" => 1,
+                b"total_tokens" => 2,
+                b"prompt_tokens_details" | b"input_tokens_details" | b"input_token_details" => 3,
+                b"prompt_token_details" => 4,
+                b"completion_tokens_details" | b"output_tokens_details" => 5,
+                b"prompt_cache_hit_tokens" => 6,
+                b"prompt_cache_miss_tokens" => 7,
+                b"num_cached_tokens" => 8,
+                b"cost_in_usd_ticks" => 9,
+                b"service_tier" => 10,
+                b"cost" => 11,
+                _ => return r.skip(),
+            };
+            first_time(&mut seen, bit)?;
+            match bit {
+                0 => u.prompt_tokens = Count::read(r)?,
+                1 => u.completion_tokens = Count::read(r)?,
+                2 => u.total_tokens = Count::read(r)?,
+                3 => u.prompt_tokens_details = PromptDetailsWire::read(r)?,
+                4 => u.prompt_token_details = PromptDetailsWire::read(r)?,
+                5 => u.completion_tokens_details = CompletionDetailsWire::read(r)?,
+                6 => u.prompt_cache_hit_tokens = Count::read(r)?,
+                7 => u.prompt_cache_miss_tokens = Count::read(r)?,
+                8 => u.num_cached_tokens = Count::read(r)?,
+                9 => u.cost_in_usd_ticks = Count::read(r)?,
+                10 => u.service_tier = Text::read(r)?,
+                _ => u.cost = r.serde()?,
+            }
+            Some(())
+        })?;
+        Some(Some(u))
+    }
+
     /// Normalized usage, or `None` when the object has no token counts at all (whisper's
     /// `{"type":"duration","seconds":9}`: missing, never zero).
     pub fn to_usage(&self) -> Option<Usage> {

@@ -13,6 +13,8 @@ use std::sync::OnceLock;
 
 use memchr::memmem;
 
+use super::json_reader::Reader;
+
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// A lenient, optional token count. `Count(None)` when absent, `null`, negative or not a number.
@@ -88,6 +90,20 @@ impl<'de> Visitor<'de> for CountVisitor {
     }
 }
 
+impl Count {
+    /// The count at `r` (see [`super::json_reader`]): plain integers and `null` by hand,
+    /// other shapes by serde.
+    pub fn read(r: &mut Reader<'_>) -> Option<Count> {
+        if r.null()? {
+            return Some(Count(None));
+        }
+        match r.u64() {
+            Some(n) => Some(Count(Some(n))),
+            None => r.serde(),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Count, D::Error> {
         d.deserialize_any(CountVisitor)
@@ -158,6 +174,17 @@ impl<'de> Visitor<'de> for TextVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(Text(None))
+    }
+}
+
+impl Text {
+    /// The name at `r` (see [`super::json_reader`]): strings without escapes by hand, other
+    /// shapes by serde.
+    pub fn read(r: &mut Reader<'_>) -> Option<Text> {
+        match r.str() {
+            Some(s) => Some(Text((!s.is_empty()).then(|| s.to_owned()))),
+            None => r.serde(),
+        }
     }
 }
 

@@ -6,6 +6,8 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use crate::providers::json_reader::Reader;
+
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RequestInfo {
     pub model: Option<String>,
@@ -18,7 +20,7 @@ pub struct RequestInfo {
     pub body_customer: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 struct Wire<'a> {
     #[serde(borrow, default)]
     model: Option<Cow<'a, str>>,
@@ -31,6 +33,54 @@ struct Wire<'a> {
     user: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     metadata: Option<Metadata<'a>>,
+}
+
+impl<'a> Wire<'a> {
+    /// The members read by hand (see `providers::json_reader`): the same `Wire` serde's
+    /// derive gives, or `None` to leave the body to serde. Plain strings and booleans are
+    /// read in place; other shapes by serde on the value's own bytes.
+    fn read_fast(body: &'a [u8]) -> Option<Wire<'a>> {
+        let mut r = Reader::new(body);
+        let mut w = Wire::default();
+        let mut seen = [false; 5];
+        r.object(|key, r| {
+            let field = match key {
+                b"model" => 0,
+                b"stream" => 1,
+                b"stream_options" => 2,
+                b"user" => 3,
+                b"metadata" => 4,
+                _ => return r.skip(),
+            };
+            // serde fails on a repeated field: leave that to it.
+            if std::mem::replace(seen.get_mut(field)?, true) {
+                return None;
+            }
+            match field {
+                0 => w.model = optional_str(r)?,
+                1 => {
+                    w.stream = match r.bool() {
+                        Some(b) => Some(serde_json::Value::Bool(b)),
+                        None => r.serde()?,
+                    }
+                }
+                2 => w.stream_options = Some(r.serde()?),
+                3 => w.user = optional_str(r)?,
+                _ => w.metadata = r.serde()?,
+            }
+            Some(())
+        })?;
+        r.end()?;
+        Some(w)
+    }
+}
+
+/// A string member as `Option<Cow<str>>`: borrowed when plain, else as serde reads it.
+fn optional_str<'a>(r: &mut Reader<'a>) -> Option<Option<Cow<'a, str>>> {
+    match r.str() {
+        Some(s) => Some(Some(Cow::Borrowed(s))),
+        None => r.serde(),
+    }
 }
 
 /// `Some` whenever the key is present, `null` included (plain `Option` reads null as absent).
@@ -61,6 +111,15 @@ impl RequestInfo {
         if first != Some(&b'{') {
             return RequestInfo::default();
         }
+        if let Some(w) = Wire::read_fast(body) {
+            return RequestInfo::from_wire(w);
+        }
+        RequestInfo::parse_with_serde(body)
+    }
+
+    /// [`RequestInfo::parse`] by serde alone: what it falls back to for bodies the hand
+    /// reader leaves to serde, and the reference the fuzzer checks the reader against.
+    pub fn parse_with_serde(body: &[u8]) -> RequestInfo {
         match serde_json::from_slice::<Wire<'_>>(body) {
             Ok(w) => RequestInfo::from_wire(w),
             // A repeated key or a field of an unexpected type fails the typed parse, yet
@@ -156,6 +215,7 @@ pub fn check_customer_id(id: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn parses_fields() {
@@ -210,6 +270,77 @@ mod tests {
             let out = inject_include_usage(body, &info).unwrap();
             let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
             assert_eq!(v["stream_options"]["include_usage"], true, "{v}");
+        }
+    }
+
+    /// A JSON text for a request member's value, plain or odd.
+    fn value() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "\"gpt-4o\"",
+            "\"\"",
+            r#""caf\u00e9 \"x\"""#,
+            "true",
+            "false",
+            "null",
+            "1",
+            "1e999",
+            "[true]",
+            "{}",
+            "{\"include_usage\":true}",
+            "{\"include_usage\":false,\"x\":[1]}",
+            "{\"include_usage\":\"yes\"}",
+            "{\"user_id\":\"bob\"}",
+            "{\"user_id\":null,\"user_id\":\"b\"}",
+            "[{\"role\":\"user\",\"content\":\"hi \\n there\"}]",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    fn body() -> impl Strategy<Value = String> {
+        let key = prop::sample::select(vec![
+            "model",
+            "stream",
+            "stream_options",
+            "user",
+            "metadata",
+            "messages",
+            "temperature",
+        ]);
+        prop::collection::vec((key, value()), 0..6).prop_map(|members| {
+            let members: Vec<String> = members
+                .into_iter()
+                .map(|(k, v)| format!("\"{k}\": {v}"))
+                .collect();
+            format!("{{{}}}", members.join(", "))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// The hand reader gives serde's answer wherever it answers.
+        #[test]
+        fn hand_reader_agrees_with_serde(body in body()) {
+            let with_serde = RequestInfo::parse_with_serde(body.as_bytes());
+            if let Some(w) = Wire::read_fast(body.as_bytes()) {
+                prop_assert_eq!(&RequestInfo::from_wire(w), &with_serde, "{}", body);
+            }
+            prop_assert_eq!(RequestInfo::parse(body.as_bytes()), with_serde);
+        }
+    }
+
+    /// Plain requests, the shape every SDK sends, are read by hand.
+    #[test]
+    fn plain_requests_are_read_by_hand() {
+        for body in [
+            &br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi \"q\""}],"temperature":0.2}"#[..],
+            br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"user":"alice","messages":[]}"#,
+            br#"{"model":"claude","max_tokens":5,"metadata":{"user_id":"bob"},"messages":[]}"#,
+        ] {
+            let w = Wire::read_fast(body);
+            assert!(w.is_some(), "{}", String::from_utf8_lossy(body));
+            let fast = RequestInfo::from_wire(w.unwrap());
+            assert_eq!(fast, RequestInfo::parse_with_serde(body));
         }
     }
 

@@ -1,0 +1,192 @@
+//! [`OpenAiBodyWire::read_fast`] against serde's derive: wherever the hand reader answers,
+//! it gives serde's answer, and it does answer for the shapes providers really send.
+
+use proptest::prelude::*;
+
+use super::OpenAiBodyWire;
+use crate::providers::json_tail::ResponseBody;
+
+fn serde(doc: &[u8]) -> Option<OpenAiBodyWire> {
+    serde_json::from_slice(doc).ok()
+}
+
+/// Every non-streamed OpenAI-shaped fixture is read by hand, exactly as serde reads it.
+#[test]
+fn fixtures_are_read_by_hand_as_serde_reads_them() {
+    let root = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
+    let mut read = 0;
+    for dir in [
+        "openai",
+        "azure",
+        "deepseek",
+        "groq",
+        "mistral",
+        "openrouter",
+        "xai",
+    ] {
+        let Ok(entries) = std::fs::read_dir(format!("{root}/{dir}")) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let doc = std::fs::read(&path).unwrap();
+            let fast = OpenAiBodyWire::read_fast(&doc);
+            assert!(fast.is_some(), "{} was left to serde", path.display());
+            assert_eq!(fast, serde(&doc), "{}", path.display());
+            read += 1;
+        }
+    }
+    assert!(read >= 10, "only {read} fixtures found");
+}
+
+#[test]
+fn odd_shapes_give_serdes_answer_or_decline() {
+    let cases: &[&str] = &[
+        // Repeated members: serde fails, so must the reader.
+        r#"{"usage":{"prompt_tokens":1},"usage":null}"#,
+        r#"{"usage":{"prompt_tokens":1,"input_tokens":2}}"#,
+        r#"{"model":"a","model":"b"}"#,
+        // Values serde reads its own way.
+        r#"{"usage":{"prompt_tokens":45.0,"completion_tokens":"7","total_tokens":-1}}"#,
+        r#"{"usage":{"prompt_tokens":1e400}}"#,
+        r#"{"usage":{"cost":0.000123,"cost_in_usd_ticks":99}}"#,
+        r#"{"model":"gpt\u002d4o","service_tier":7,"usage":[1,2]}"#,
+        r#"{"model":{"a":[1]},"usage":{"prompt_tokens_details":{"cached_tokens":null}}}"#,
+        // Not JSON, or not one object.
+        r#"{"usage":{"prompt_tokens":1}"#,
+        r#"{"usage":{"prompt_tokens":1}} x"#,
+        r#"[{"usage":{}}]"#,
+        "{\"model\":\"a\x01\"}",
+        "",
+    ];
+    for doc in cases {
+        let fast = OpenAiBodyWire::read_fast(doc.as_bytes());
+        if fast.is_some() {
+            assert_eq!(fast, serde(doc.as_bytes()), "{doc}");
+        }
+    }
+    // Odd values inside a plain document are still read, by serde on their own bytes.
+    let doc = br#"{"usage":{"prompt_tokens":45.0,"completion_tokens":"7","cost":0.5}}"#;
+    let fast = OpenAiBodyWire::read_fast(doc);
+    assert!(fast.is_some());
+    assert_eq!(fast, serde(doc));
+}
+
+/// A JSON text for one value of a usage count, name or anything else.
+fn value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => (0u64..100_000).prop_map(|n| n.to_string()),
+        1 => Just("18446744073709551616".to_owned()),
+        1 => Just("-3".to_owned()),
+        1 => Just("12.5".to_owned()),
+        1 => Just("1e3".to_owned()),
+        1 => Just("007".to_owned()),
+        1 => Just("\"42\"".to_owned()),
+        1 => Just("\"gpt-4o\"".to_owned()),
+        1 => Just("\"\"".to_owned()),
+        1 => Just("\"a\\\"b\"".to_owned()),
+        1 => Just("null".to_owned()),
+        1 => Just("true".to_owned()),
+        1 => Just("[1,{\"a\":2}]".to_owned()),
+        1 => Just("{\"cached_tokens\":3,\"cache_write_tokens\":1,\"x\":[]}".to_owned()),
+        1 => Just("{\"reasoning_tokens\":9}".to_owned()),
+        1 => Just("{\"cached_tokens\":3,\"cached_tokens\":4}".to_owned()),
+    ]
+}
+
+const USAGE_KEYS: &[&str] = &[
+    "prompt_tokens",
+    "input_tokens",
+    "completion_tokens",
+    "output_tokens",
+    "total_tokens",
+    "prompt_tokens_details",
+    "input_tokens_details",
+    "input_token_details",
+    "prompt_token_details",
+    "completion_tokens_details",
+    "output_tokens_details",
+    "prompt_cache_hit_tokens",
+    "prompt_cache_miss_tokens",
+    "num_cached_tokens",
+    "cost",
+    "cost_in_usd_ticks",
+    "service_tier",
+    "audio_tokens",
+];
+
+fn object(members: Vec<(String, String)>, ws: &str) -> String {
+    let body: Vec<String> = members
+        .into_iter()
+        .map(|(k, v)| format!("{ws}\"{k}\"{ws}:{ws}{v}"))
+        .collect();
+    format!("{{{}{ws}}}", body.join(","))
+}
+
+fn usage() -> impl Strategy<Value = String> {
+    let member = (prop::sample::select(USAGE_KEYS), value()).prop_map(|(k, v)| (k.to_owned(), v));
+    (
+        prop::collection::vec(member, 0..8),
+        prop::sample::select(&["", " ", "\n\t"][..]),
+    )
+        .prop_map(|(m, ws)| object(m, ws))
+}
+
+fn body() -> impl Strategy<Value = String> {
+    let member = prop_oneof![
+        3 => usage().prop_map(|u| ("usage".to_owned(), u)),
+        1 => value().prop_map(|v| ("usage".to_owned(), v)),
+        2 => value().prop_map(|v| ("model".to_owned(), v)),
+        1 => value().prop_map(|v| ("service_tier".to_owned(), v)),
+        2 => value().prop_map(|v| ("choices".to_owned(), v)),
+    ];
+    (
+        prop::collection::vec(member, 0..5),
+        prop::sample::select(&["", " "][..]),
+    )
+        .prop_map(|(m, ws)| object(m, ws))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    #[test]
+    fn hand_reader_agrees_with_serde(doc in body(), cut in 0usize..400) {
+        let fast = OpenAiBodyWire::read_fast(doc.as_bytes());
+        if fast.is_some() {
+            prop_assert_eq!(&fast, &serde(doc.as_bytes()), "{}", doc);
+        }
+        // A body cut short is never read as whole.
+        let short = doc.get(..cut.min(doc.len().saturating_sub(1))).unwrap_or_default();
+        prop_assert_eq!(OpenAiBodyWire::read_fast(short.as_bytes()), None, "{}", short);
+    }
+
+    /// Plain bodies (integer counts, plain names, no repeats) are always read by hand.
+    #[test]
+    fn plain_bodies_are_read_by_hand(
+        counts in prop::collection::vec(0u64..u64::MAX, 5),
+        model in "[a-z0-9.-]{0,20}",
+        ws in prop::sample::select(&["", " ", "\r\n  "][..]),
+    ) {
+        let usage = object(vec![
+            ("prompt_tokens".into(), counts[0].to_string()),
+            ("completion_tokens".into(), counts[1].to_string()),
+            ("total_tokens".into(), counts[2].to_string()),
+            ("prompt_tokens_details".into(), format!("{{\"cached_tokens\":{},\"audio_tokens\":0}}", counts[3])),
+            ("completion_tokens_details".into(), format!("{{\"reasoning_tokens\":{}}}", counts[4])),
+        ], ws);
+        let doc = object(vec![
+            ("id".into(), "\"chatcmpl-1\"".into()),
+            ("model".into(), format!("\"{model}\"")),
+            ("choices".into(), "[{\"message\":{\"content\":\"caf\u{e9} \\\"q\\\"\"}}]".into()),
+            ("usage".into(), usage),
+            ("service_tier".into(), "\"default\"".into()),
+        ], ws);
+        let fast = OpenAiBodyWire::read_fast(doc.as_bytes());
+        prop_assert!(fast.is_some(), "{}", doc);
+        prop_assert_eq!(fast, serde(doc.as_bytes()));
+    }
+}
