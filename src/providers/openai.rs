@@ -90,7 +90,7 @@ impl ResponseBody for OpenAiBodyWire {
 pub type OpenAiJsonParser = JsonBodyParser<OpenAiBodyWire>;
 
 /// One `chat.completion.chunk` (or `text_completion` chunk); only what metering needs.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]
 struct ChunkWire {
     model: Text,
@@ -100,10 +100,56 @@ struct ChunkWire {
     error: Option<IgnoredAny>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]
 struct XGroqWire {
     usage: Option<OpenAiUsageWire>,
+}
+
+impl ChunkWire {
+    /// The chunk as serde's derive reads it: by hand where the reader answers (see
+    /// [`super::json_reader`]), else by serde; `None` when it is not a chunk at all.
+    fn parse(data: &[u8]) -> Option<ChunkWire> {
+        ChunkWire::read_fast(data).or_else(|| serde_json::from_slice(data).ok())
+    }
+
+    fn read_fast(data: &[u8]) -> Option<ChunkWire> {
+        let mut r = Reader::new(data);
+        let mut chunk = ChunkWire::default();
+        let mut seen = [false; 5];
+        r.object(|key, r| {
+            let field = match key {
+                b"model" => 0,
+                b"service_tier" => 1,
+                b"usage" => 2,
+                b"x_groq" => 3,
+                b"error" => 4,
+                _ => return r.skip(),
+            };
+            // serde fails on a repeated field: leave that to it.
+            if std::mem::replace(seen.get_mut(field)?, true) {
+                return None;
+            }
+            match field {
+                0 => chunk.model = Text::read(r)?,
+                1 => chunk.service_tier = Text::read(r)?,
+                2 => chunk.usage = OpenAiUsageWire::read(r)?,
+                // Groq only, on two chunks of a stream: not worth reading by hand.
+                3 => chunk.x_groq = r.serde()?,
+                _ => {
+                    chunk.error = if r.null()? {
+                        None
+                    } else {
+                        r.skip()?;
+                        Some(IgnoredAny)
+                    }
+                }
+            }
+            Some(())
+        })?;
+        r.end()?;
+        Some(chunk)
+    }
 }
 
 /// What a stream has told us so far; shared by the chat and Responses stream parsers.
@@ -196,7 +242,7 @@ impl OpenAiChatStream {
             }
             flags.model_probes += 1;
         }
-        let Ok(chunk) = serde_json::from_slice::<ChunkWire>(data) else {
+        let Some(chunk) = ChunkWire::parse(data) else {
             return;
         };
         state.take_names(chunk.model, chunk.service_tier);
