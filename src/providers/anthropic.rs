@@ -14,13 +14,14 @@
 
 use serde::Deserialize;
 
+use super::json_reader::Reader;
 use super::json_tail::{JsonBodyParser, ResponseBody};
 use super::sse::{SseDecoder, SseEvent};
 use super::wire::{Count, Text};
 use super::{ParsedUsage, Usage, UsageParser};
 
 /// Anthropic's `usage` object. Every field optional so stream snapshots can be merged.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct AnthropicUsageWire {
     pub input_tokens: Count,
@@ -33,20 +34,20 @@ pub struct AnthropicUsageWire {
     pub service_tier: Text,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct CacheCreationWire {
     pub ephemeral_5m_input_tokens: Count,
     pub ephemeral_1h_input_tokens: Count,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct OutputDetailsWire {
     pub thinking_tokens: Count,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct ServerToolUseWire {
     pub web_search_requests: Count,
@@ -123,7 +124,7 @@ impl AnthropicUsageWire {
 }
 
 /// A non-streamed Messages response.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct AnthropicBodyWire {
     pub model: Text,
@@ -131,6 +132,32 @@ pub struct AnthropicBodyWire {
 }
 
 impl ResponseBody for AnthropicBodyWire {
+    /// By hand down to `usage`, which serde reads on its own bytes: the body's bulk
+    /// (`content`) is only skipped, and serde never sees it.
+    fn read_fast(doc: &[u8]) -> Option<AnthropicBodyWire> {
+        let mut r = Reader::new(doc);
+        let mut body = AnthropicBodyWire::default();
+        let mut seen = [false; 2];
+        r.object(|key, r| {
+            let field = match key {
+                b"model" => 0,
+                b"usage" => 1,
+                _ => return r.skip(),
+            };
+            // serde fails on a repeated field: leave that to it.
+            if std::mem::replace(seen.get_mut(field)?, true) {
+                return None;
+            }
+            match field {
+                0 => body.model = Text::read(r)?,
+                _ => body.usage = r.serde()?,
+            }
+            Some(())
+        })?;
+        r.end()?;
+        Some(body)
+    }
+
     fn into_parsed(self) -> ParsedUsage {
         let usage = self.usage.as_ref().and_then(AnthropicUsageWire::to_usage);
         ParsedUsage {
@@ -258,6 +285,62 @@ impl UsageParser for AnthropicStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn serde_body(doc: &[u8]) -> Option<AnthropicBodyWire> {
+        serde_json::from_slice(doc).ok()
+    }
+
+    /// The Messages fixtures are read by hand (usage by serde on its bytes), as serde
+    /// reads them whole.
+    #[test]
+    fn fixtures_are_read_by_hand_as_serde_reads_them() {
+        for name in [
+            "messages.json",
+            "messages_web_search.json",
+            "error_401.json",
+        ] {
+            let path = format!(
+                "{}/tests/fixtures/anthropic/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let doc = std::fs::read(&path).unwrap();
+            let fast = AnthropicBodyWire::read_fast(&doc);
+            assert!(fast.is_some(), "{name} was left to serde");
+            assert_eq!(fast, serde_body(&doc), "{name}");
+        }
+    }
+
+    fn value() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            r#""claude-sonnet-4-5""#,
+            r#""""#,
+            r#""a\"b""#,
+            "null",
+            "7",
+            "[1]",
+            r#"{"input_tokens":3,"output_tokens":"4","cache_creation":{"ephemeral_1h_input_tokens":2}}"#,
+            r#"{"input_tokens":3,"input_tokens":4}"#,
+            r#"[{"type":"text","text":"hi"}]"#,
+        ])
+    }
+
+    proptest! {
+        #[test]
+        fn body_reader_agrees_with_serde(
+            members in prop::collection::vec(
+                (prop::sample::select(vec!["model", "usage", "content", "id"]), value()),
+                0..5,
+            ),
+        ) {
+            let doc: Vec<String> = members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            let doc = format!("{{{}}}", doc.join(","));
+            let fast = AnthropicBodyWire::read_fast(doc.as_bytes());
+            if fast.is_some() {
+                prop_assert_eq!(fast, serde_body(doc.as_bytes()), "{}", doc);
+            }
+        }
+    }
 
     fn usage(json: &str) -> Usage {
         serde_json::from_str::<AnthropicUsageWire>(json)
