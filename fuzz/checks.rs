@@ -17,6 +17,7 @@ use flate2::Compression;
 use flate2::write::{DeflateEncoder, GzEncoder, ZlibEncoder};
 use llmobserve::auth::api_key::{self, KeyFormatError};
 use llmobserve::auth::keys::KeyCache;
+use llmobserve::providers::anthropic::AnthropicBodyWire;
 use llmobserve::providers::decode::{ContentDecoder, DecodeError, Encoding};
 use llmobserve::providers::json_reader::Reader;
 use llmobserve::providers::json_tail::ResponseBody;
@@ -846,7 +847,7 @@ pub fn check_route(data: &[u8]) {
 // json_reader
 
 /// The hand JSON reader never accepts what serde_json rejects, and where it reads a
-/// response body or a request it gives exactly serde's answer.
+/// response body (OpenAI, Anthropic) or a request it gives exactly serde's answer.
 pub fn check_json_reader(data: &[u8]) {
     let input = Input::parse(data);
     let doc = input.payload;
@@ -860,6 +861,10 @@ pub fn check_json_reader(data: &[u8]) {
     }
     if let Some(fast) = OpenAiBodyWire::read_fast(doc) {
         let slow = serde_json::from_slice::<OpenAiBodyWire>(doc).ok();
+        assert_eq!(Some(fast), slow, "{}", String::from_utf8_lossy(doc));
+    }
+    if let Some(fast) = AnthropicBodyWire::read_fast(doc) {
+        let slow = serde_json::from_slice::<AnthropicBodyWire>(doc).ok();
         assert_eq!(Some(fast), slow, "{}", String::from_utf8_lossy(doc));
     }
     assert_eq!(

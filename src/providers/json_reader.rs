@@ -4,16 +4,18 @@
 //! and matched by string compare) and on dispatching each value through a visitor. This
 //! reader hands out raw key bytes and reads plain values in place.
 //!
-//! It answers only for the plain shape. Anything it is unsure of (an escaped key or string,
-//! a float where a count belongs, a member repeated, deep nesting) makes it decline: every
-//! method returns `None`, and the caller parses the same bytes with serde instead. Where it
+//! It answers only for the plain shape. Anything it is unsure of (an escaped key, a member
+//! repeated, deep nesting) makes it decline: the method returns `None`, and the caller
+//! parses the whole document with serde instead. An odd value inside a plain document (a
+//! float where a count belongs, an escaped string) goes to serde on its own bytes
+//! ([`Reader::serde`]), which gives the same answer as serde reading it in place. Where it
 //! does answer, it is at least as strict as serde_json: RFC 8259 grammar, valid escapes, no
 //! control characters in strings, UTF-8 wherever serde checks it (keys of the objects read
 //! here and strings handed out). So a document it accepts, serde accepts too, with the same
 //! values; property tests in the callers check exactly that.
 
-/// Deepest nesting followed inside a skipped value before declining (serde_json's
-/// recursion limit is 128; declining early is always safe).
+/// Deepest nesting followed inside a skipped value before declining: it bounds the
+/// recursion, and declining is always safe.
 const MAX_DEPTH: u32 = 64;
 
 /// A cursor over one JSON document.
@@ -28,7 +30,6 @@ impl<'a> Reader<'a> {
     }
 
     /// The next non-whitespace byte, not consumed.
-    #[inline]
     fn peek(&mut self) -> Option<u8> {
         while let Some(&b) = self.s.get(self.i) {
             if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
@@ -39,7 +40,6 @@ impl<'a> Reader<'a> {
         None
     }
 
-    #[inline]
     fn eat(&mut self, b: u8) -> Option<()> {
         (self.peek()? == b).then(|| self.i += 1)
     }

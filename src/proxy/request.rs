@@ -107,10 +107,7 @@ struct Metadata<'a> {
 impl RequestInfo {
     /// Reads what it can; a body that is not a JSON object yields the default.
     pub fn parse(body: &[u8]) -> RequestInfo {
-        let first = body.iter().find(|b| !b.is_ascii_whitespace());
-        if first != Some(&b'{') {
-            return RequestInfo::default();
-        }
+        // The hand reader reads objects only, like the guard below.
         if let Some(w) = Wire::read_fast(body) {
             return RequestInfo::from_wire(w);
         }
@@ -120,6 +117,11 @@ impl RequestInfo {
     /// [`RequestInfo::parse`] by serde alone: what it falls back to for bodies the hand
     /// reader leaves to serde, and the reference the fuzzer checks the reader against.
     pub fn parse_with_serde(body: &[u8]) -> RequestInfo {
+        // serde would read a struct out of an array too (`["m"]` as `model`).
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            return RequestInfo::default();
+        }
         match serde_json::from_slice::<Wire<'_>>(body) {
             Ok(w) => RequestInfo::from_wire(w),
             // A repeated key or a field of an unexpected type fails the typed parse, yet
@@ -230,6 +232,12 @@ mod tests {
         assert_eq!(a.body_customer.as_deref(), Some("bob"));
         assert_eq!(RequestInfo::parse(b"not json"), RequestInfo::default());
         assert_eq!(RequestInfo::parse(b"[1]"), RequestInfo::default());
+        // Not a struct read out of an array, on either path.
+        assert_eq!(RequestInfo::parse(br#" ["m"]"#), RequestInfo::default());
+        assert_eq!(
+            RequestInfo::parse_with_serde(br#"["m"]"#),
+            RequestInfo::default()
+        );
     }
 
     #[test]
