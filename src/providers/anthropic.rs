@@ -14,7 +14,7 @@
 
 use serde::Deserialize;
 
-use super::json_reader::Reader;
+use super::json_reader::{Reader, Seen};
 use super::json_tail::{JsonBodyParser, ResponseBody};
 use super::sse::{SseDecoder, SseEvent};
 use super::wire::{Count, Text};
@@ -137,17 +137,14 @@ impl ResponseBody for AnthropicBodyWire {
     fn read_fast(doc: &[u8]) -> Option<AnthropicBodyWire> {
         let mut r = Reader::new(doc);
         let mut body = AnthropicBodyWire::default();
-        let mut seen = [false; 2];
+        let mut seen = Seen::default();
         r.object(|key, r| {
             let field = match key {
                 b"model" => 0,
                 b"usage" => 1,
                 _ => return r.skip(),
             };
-            // serde fails on a repeated field: leave that to it.
-            if std::mem::replace(seen.get_mut(field)?, true) {
-                return None;
-            }
+            seen.first(field)?;
             match field {
                 0 => body.model = Text::read(r)?,
                 _ => body.usage = r.serde()?,

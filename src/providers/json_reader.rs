@@ -18,6 +18,19 @@
 /// recursion, and declining is always safe.
 const MAX_DEPTH: u32 = 64;
 
+/// The members of one object read so far. serde's derive fails on a repeated field
+/// (aliases included), so a reader declines on one: `seen.first(field)?`.
+#[derive(Default)]
+pub struct Seen(u32);
+
+impl Seen {
+    /// `Some` the first time `field` (0..32) is met, `None` after.
+    pub fn first(&mut self, field: u32) -> Option<()> {
+        let mask = 1u32.checked_shl(field)?;
+        (self.0 & mask == 0).then(|| self.0 |= mask)
+    }
+}
+
 /// A cursor over one JSON document.
 pub struct Reader<'a> {
     s: &'a [u8],
@@ -345,6 +358,16 @@ mod tests {
         ] {
             assert!(!accepts(bad), "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn seen_answers_once_per_field() {
+        let mut seen = Seen::default();
+        assert_eq!(seen.first(0), Some(()));
+        assert_eq!(seen.first(31), Some(()));
+        assert_eq!(seen.first(0), None);
+        assert_eq!(seen.first(31), None);
+        assert_eq!(seen.first(32), None);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use serde::de::IgnoredAny;
 pub use chunk_filter::UsageChunkFilter;
 pub use responses::ResponsesStream;
 
-use super::json_reader::Reader;
+use super::json_reader::{Reader, Seen};
 use super::json_tail::{JsonBodyParser, ResponseBody};
 use super::openai_compat::OpenAiUsageWire;
 use super::sse::{SseDecoder, SseEvent};
@@ -44,7 +44,7 @@ impl ResponseBody for OpenAiBodyWire {
     fn read_fast(doc: &[u8]) -> Option<OpenAiBodyWire> {
         let mut r = Reader::new(doc);
         let mut body = OpenAiBodyWire::default();
-        let mut seen = [false; 3];
+        let mut seen = Seen::default();
         r.object(|key, r| {
             let field = match key {
                 b"model" => 0,
@@ -52,10 +52,7 @@ impl ResponseBody for OpenAiBodyWire {
                 b"usage" => 2,
                 _ => return r.skip(),
             };
-            // serde fails on a repeated field: leave that to it.
-            if std::mem::replace(seen.get_mut(field)?, true) {
-                return None;
-            }
+            seen.first(field)?;
             match field {
                 0 => body.model = Text::read(r)?,
                 1 => body.service_tier = Text::read(r)?,
@@ -116,7 +113,7 @@ impl ChunkWire {
     fn read_fast(data: &[u8]) -> Option<ChunkWire> {
         let mut r = Reader::new(data);
         let mut chunk = ChunkWire::default();
-        let mut seen = [false; 5];
+        let mut seen = Seen::default();
         r.object(|key, r| {
             let field = match key {
                 b"model" => 0,
@@ -126,10 +123,7 @@ impl ChunkWire {
                 b"error" => 4,
                 _ => return r.skip(),
             };
-            // serde fails on a repeated field: leave that to it.
-            if std::mem::replace(seen.get_mut(field)?, true) {
-                return None;
-            }
+            seen.first(field)?;
             match field {
                 0 => chunk.model = Text::read(r)?,
                 1 => chunk.service_tier = Text::read(r)?,

@@ -18,7 +18,7 @@
 use serde::Deserialize;
 
 use super::Usage;
-use super::json_reader::Reader;
+use super::json_reader::{Reader, Seen};
 use super::wire::{Count, Decimal, Text, usd_from_ticks};
 
 /// `usage` as OpenAI and OpenAI-compatible providers send it. Unknown fields are ignored.
@@ -68,15 +68,15 @@ impl PromptDetailsWire {
             return Some(None);
         }
         let mut d = PromptDetailsWire::default();
-        let mut seen = 0u32;
+        let mut seen = Seen::default();
         r.object(|key, r| match key {
             b"cached_tokens" => {
-                first_time(&mut seen, 0)?;
+                seen.first(0)?;
                 d.cached_tokens = Count::read(r)?;
                 Some(())
             }
             b"cache_write_tokens" => {
-                first_time(&mut seen, 1)?;
+                seen.first(1)?;
                 d.cache_write_tokens = Count::read(r)?;
                 Some(())
             }
@@ -92,10 +92,10 @@ impl CompletionDetailsWire {
             return Some(None);
         }
         let mut d = CompletionDetailsWire::default();
-        let mut seen = 0u32;
+        let mut seen = Seen::default();
         r.object(|key, r| match key {
             b"reasoning_tokens" => {
-                first_time(&mut seen, 0)?;
+                seen.first(0)?;
                 d.reasoning_tokens = Count::read(r)?;
                 Some(())
             }
@@ -103,13 +103,6 @@ impl CompletionDetailsWire {
         })?;
         Some(Some(d))
     }
-}
-
-/// Marks a member as seen; `None` when it was already (serde fails on a repeated field,
-/// aliases included, so the reader declines).
-fn first_time(seen: &mut u32, bit: u32) -> Option<()> {
-    let mask = 1 << bit;
-    (*seen & mask == 0).then(|| *seen |= mask)
 }
 
 impl OpenAiUsageWire {
@@ -121,7 +114,7 @@ impl OpenAiUsageWire {
             return Some(None);
         }
         let mut u = OpenAiUsageWire::default();
-        let mut seen = 0u32;
+        let mut seen = Seen::default();
         r.object(|key, r| {
             let bit = match key {
                 b"prompt_tokens" | b"input_tokens" => 0,
@@ -138,7 +131,7 @@ impl OpenAiUsageWire {
                 b"cost" => 11,
                 _ => return r.skip(),
             };
-            first_time(&mut seen, bit)?;
+            seen.first(bit)?;
             match bit {
                 0 => u.prompt_tokens = Count::read(r)?,
                 1 => u.completion_tokens = Count::read(r)?,

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use crate::providers::json_reader::Reader;
+use crate::providers::json_reader::{Reader, Seen};
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RequestInfo {
@@ -42,7 +42,7 @@ impl<'a> Wire<'a> {
     fn read_fast(body: &'a [u8]) -> Option<Wire<'a>> {
         let mut r = Reader::new(body);
         let mut w = Wire::default();
-        let mut seen = [false; 5];
+        let mut seen = Seen::default();
         r.object(|key, r| {
             let field = match key {
                 b"model" => 0,
@@ -52,10 +52,7 @@ impl<'a> Wire<'a> {
                 b"metadata" => 4,
                 _ => return r.skip(),
             };
-            // serde fails on a repeated field: leave that to it.
-            if std::mem::replace(seen.get_mut(field)?, true) {
-                return None;
-            }
+            seen.first(field)?;
             match field {
                 0 => w.model = optional_str(r)?,
                 1 => {
