@@ -84,6 +84,13 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// Reads the array at the cursor, calling `item(self)` with the cursor on each element;
+    /// `item` must consume it.
+    pub fn array(&mut self, item: impl FnMut(&mut Reader<'a>) -> Option<()>) -> Option<()> {
+        self.eat(b'[')?;
+        self.items(b']', item)
+    }
+
     /// The comma-separated items of an array or object up to its `close` byte (the opening
     /// one is already consumed), each read by `item`.
     fn items(
@@ -115,6 +122,16 @@ impl<'a> Reader<'a> {
         }
         self.literal(b"null")?;
         Some(true)
+    }
+
+    /// An `Option<IgnoredAny>` member as serde reads it: `None` for `null`, else the value
+    /// skipped and `Some`.
+    pub fn ignored(&mut self) -> Option<Option<serde::de::IgnoredAny>> {
+        if self.null()? {
+            return Some(None);
+        }
+        self.skip()?;
+        Some(Some(serde::de::IgnoredAny))
     }
 
     /// A `true` or `false` at the cursor; anything else declines.
@@ -368,6 +385,18 @@ mod tests {
         assert_eq!(seen.first(0), None);
         assert_eq!(seen.first(31), None);
         assert_eq!(seen.first(32), None);
+    }
+
+    #[test]
+    fn array_hands_out_each_element() {
+        let mut n = Vec::new();
+        let mut r = Reader::new(b" [1, 2 ,3] ");
+        let read = r.array(|r| r.u64().map(|v| n.push(v)));
+        assert_eq!((read, r.end()), (Some(()), Some(())));
+        assert_eq!(n, [1, 2, 3]);
+        assert_eq!(Reader::new(b"[]").array(|r| r.skip()), Some(()));
+        assert_eq!(Reader::new(b"[1,]").array(|r| r.skip()), None);
+        assert_eq!(Reader::new(b"{}").array(|r| r.skip()), None);
     }
 
     #[test]

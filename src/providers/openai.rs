@@ -130,14 +130,7 @@ impl ChunkWire {
                 2 => chunk.usage = OpenAiUsageWire::read(r)?,
                 // Groq only, on two chunks of a stream: not worth reading by hand.
                 3 => chunk.x_groq = r.serde()?,
-                _ => {
-                    chunk.error = if r.null()? {
-                        None
-                    } else {
-                        r.skip()?;
-                        Some(IgnoredAny)
-                    }
-                }
+                _ => chunk.error = r.ignored()?,
             }
             Some(())
         })?;
