@@ -19,6 +19,7 @@ use llmobserve::auth::api_key::{self, KeyFormatError};
 use llmobserve::auth::keys::KeyCache;
 use llmobserve::providers::anthropic::AnthropicBodyWire;
 use llmobserve::providers::decode::{ContentDecoder, DecodeError, Encoding};
+use llmobserve::providers::gemini::GeminiResponseWire;
 use llmobserve::providers::json_reader::Reader;
 use llmobserve::providers::json_tail::ResponseBody;
 use llmobserve::providers::openai::OpenAiBodyWire;
@@ -847,7 +848,7 @@ pub fn check_route(data: &[u8]) {
 // json_reader
 
 /// The hand JSON reader never accepts what serde_json rejects, and where it reads a
-/// response body (OpenAI, Anthropic) or a request it gives exactly serde's answer.
+/// response body (OpenAI, Anthropic, Gemini) or a request it gives exactly serde's answer.
 pub fn check_json_reader(data: &[u8]) {
     let input = Input::parse(data);
     let doc = input.payload;
@@ -865,6 +866,10 @@ pub fn check_json_reader(data: &[u8]) {
     }
     if let Some(fast) = AnthropicBodyWire::read_fast(doc) {
         let slow = serde_json::from_slice::<AnthropicBodyWire>(doc).ok();
+        assert_eq!(Some(fast), slow, "{}", String::from_utf8_lossy(doc));
+    }
+    if let Some(fast) = GeminiResponseWire::read_fast(doc) {
+        let slow = serde_json::from_slice::<GeminiResponseWire>(doc).ok();
         assert_eq!(Some(fast), slow, "{}", String::from_utf8_lossy(doc));
     }
     assert_eq!(

@@ -98,4 +98,6 @@ for rel in ["openai/chat_completion.json", "openai/responses.json", "openai/embe
     seed("json_reader", rel.replace("/", "_"), fixture(rel))
 seed("json_reader", "request", b'{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"user":"a","metadata":{"user_id":"b"},"messages":[{"role":"user","content":"hi \\"x\\" \\u00e9"}]}')
 seed("json_reader", "anthropic_messages.json", fixture("anthropic/messages.json"))
+seed("json_reader", "gemini_generate_content_search_grounding.json",
+     fixture("gemini/generate_content_search_grounding.json"))
 seed("json_reader", "odd_counts", b'{"usage":{"prompt_tokens":45.0,"completion_tokens":"7","total_tokens":-1,"cost":0.5,"prompt_tokens_details":null}}')
