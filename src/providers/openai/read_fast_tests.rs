@@ -15,15 +15,10 @@ fn serde_chunk(doc: &[u8]) -> Option<ChunkWire> {
     serde_json::from_slice(doc).ok()
 }
 
-fn fixture_root() -> String {
-    format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Every chunk of the OpenAI-family chat streams is read by hand, exactly as serde reads it.
-#[test]
-fn stream_fixture_chunks_are_read_by_hand_as_serde_reads_them() {
-    let mut read = 0;
-    for dir in [
+/// The fixture files of the OpenAI-family providers whose name passes `keep`.
+fn fixture_files(keep: impl Fn(&str) -> bool) -> Vec<std::path::PathBuf> {
+    let root = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
+    let dirs = [
         "openai",
         "azure",
         "deepseek",
@@ -31,8 +26,10 @@ fn stream_fixture_chunks_are_read_by_hand_as_serde_reads_them() {
         "mistral",
         "openrouter",
         "xai",
-    ] {
-        let Ok(entries) = std::fs::read_dir(format!("{}/{dir}", fixture_root())) else {
+    ];
+    let mut files = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(format!("{root}/{dir}")) else {
             continue;
         };
         for entry in entries {
@@ -41,22 +38,31 @@ fn stream_fixture_chunks_are_read_by_hand_as_serde_reads_them() {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
-            if !name.ends_with(".sse") || name.starts_with("responses") {
+            if keep(name) {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// Every chunk of the OpenAI-family chat streams is read by hand, exactly as serde reads it.
+#[test]
+fn stream_fixture_chunks_are_read_by_hand_as_serde_reads_them() {
+    let mut read = 0;
+    for path in fixture_files(|n| n.ends_with(".sse") && !n.starts_with("responses")) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for data in text.lines().filter_map(|l| l.strip_prefix("data:")) {
+            let data = data.trim();
+            if data == "[DONE]" {
                 continue;
             }
-            let text = std::fs::read_to_string(&path).unwrap();
-            for data in text.lines().filter_map(|l| l.strip_prefix("data:")) {
-                let data = data.trim();
-                if data == "[DONE]" {
-                    continue;
-                }
-                let fast = ChunkWire::read_fast(data.as_bytes());
-                let slow = serde_chunk(data.as_bytes());
-                // Groq's `x_groq` goes to serde on its own bytes; the chunk is still read.
-                assert!(fast.is_some(), "{}: left to serde: {data}", path.display());
-                assert_eq!(fast, slow, "{}: {data}", path.display());
-                read += 1;
-            }
+            let fast = ChunkWire::read_fast(data.as_bytes());
+            let slow = serde_chunk(data.as_bytes());
+            // Groq's `x_groq` goes to serde on its own bytes; the chunk is still read.
+            assert!(fast.is_some(), "{}: left to serde: {data}", path.display());
+            assert_eq!(fast, slow, "{}: {data}", path.display());
+            read += 1;
         }
     }
     assert!(read >= 30, "only {read} chunks found");
@@ -65,31 +71,13 @@ fn stream_fixture_chunks_are_read_by_hand_as_serde_reads_them() {
 /// Every non-streamed OpenAI-shaped fixture is read by hand, exactly as serde reads it.
 #[test]
 fn fixtures_are_read_by_hand_as_serde_reads_them() {
-    let root = fixture_root();
     let mut read = 0;
-    for dir in [
-        "openai",
-        "azure",
-        "deepseek",
-        "groq",
-        "mistral",
-        "openrouter",
-        "xai",
-    ] {
-        let Ok(entries) = std::fs::read_dir(format!("{root}/{dir}")) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
-            let doc = std::fs::read(&path).unwrap();
-            let fast = OpenAiBodyWire::read_fast(&doc);
-            assert!(fast.is_some(), "{} was left to serde", path.display());
-            assert_eq!(fast, serde(&doc), "{}", path.display());
-            read += 1;
-        }
+    for path in fixture_files(|n| n.ends_with(".json")) {
+        let doc = std::fs::read(&path).unwrap();
+        let fast = OpenAiBodyWire::read_fast(&doc);
+        assert!(fast.is_some(), "{} was left to serde", path.display());
+        assert_eq!(fast, serde(&doc), "{}", path.display());
+        read += 1;
     }
     assert!(read >= 10, "only {read} fixtures found");
 }
@@ -187,31 +175,32 @@ fn usage() -> impl Strategy<Value = String> {
         .prop_map(|(m, ws)| object(m, ws))
 }
 
-fn body() -> impl Strategy<Value = String> {
-    let member = prop_oneof![
+/// A member a response body and a stream chunk can both have.
+fn body_member() -> impl Strategy<Value = (String, String)> {
+    prop_oneof![
         3 => usage().prop_map(|u| ("usage".to_owned(), u)),
         1 => value().prop_map(|v| ("usage".to_owned(), v)),
         2 => value().prop_map(|v| ("model".to_owned(), v)),
         1 => value().prop_map(|v| ("service_tier".to_owned(), v)),
         2 => value().prop_map(|v| ("choices".to_owned(), v)),
-    ];
+    ]
+}
+
+fn body() -> impl Strategy<Value = String> {
     (
-        prop::collection::vec(member, 0..5),
+        prop::collection::vec(body_member(), 0..5),
         prop::sample::select(&["", " "][..]),
     )
         .prop_map(|(m, ws)| object(m, ws))
 }
 
+/// A chunk: a body's members, plus `error` and Groq's `x_groq`.
 fn chunk() -> impl Strategy<Value = String> {
     let member = prop_oneof![
-        3 => usage().prop_map(|u| ("usage".to_owned(), u)),
-        1 => value().prop_map(|v| ("usage".to_owned(), v)),
-        2 => value().prop_map(|v| ("model".to_owned(), v)),
-        1 => value().prop_map(|v| ("service_tier".to_owned(), v)),
+        9 => body_member(),
         1 => value().prop_map(|v| ("error".to_owned(), v)),
         1 => usage().prop_map(|u| ("x_groq".to_owned(), format!("{{\"id\":\"r\",\"usage\":{u}}}"))),
         1 => value().prop_map(|v| ("x_groq".to_owned(), v)),
-        2 => value().prop_map(|v| ("choices".to_owned(), v)),
     ];
     prop::collection::vec(member, 0..5).prop_map(|m| object(m, ""))
 }
