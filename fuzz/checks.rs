@@ -24,6 +24,7 @@ use llmobserve::providers::json_reader::Reader;
 use llmobserve::providers::json_tail::ResponseBody;
 use llmobserve::providers::openai::OpenAiBodyWire;
 use llmobserve::providers::openai::UsageChunkFilter;
+use llmobserve::providers::openai::responses::EventWire;
 use llmobserve::providers::sse::{SseDecoder, SseEvent};
 use llmobserve::providers::{
     Endpoint, ParsedUsage, ParserLimits, Provider, parser_for, parser_for_with,
@@ -848,7 +849,8 @@ pub fn check_route(data: &[u8]) {
 // json_reader
 
 /// The hand JSON reader never accepts what serde_json rejects, and where it reads a
-/// response body (OpenAI, Anthropic, Gemini) or a request it gives exactly serde's answer.
+/// response body (OpenAI, Anthropic, Gemini), a Responses stream event or a request it
+/// gives exactly serde's answer.
 pub fn check_json_reader(data: &[u8]) {
     let input = Input::parse(data);
     let doc = input.payload;
@@ -862,6 +864,10 @@ pub fn check_json_reader(data: &[u8]) {
     }
     if let Some(fast) = OpenAiBodyWire::read_fast(doc) {
         let slow = serde_json::from_slice::<OpenAiBodyWire>(doc).ok();
+        assert_eq!(Some(fast), slow, "{}", String::from_utf8_lossy(doc));
+    }
+    if let Some(fast) = EventWire::read_fast(doc) {
+        let slow = serde_json::from_slice::<EventWire>(doc).ok();
         assert_eq!(Some(fast), slow, "{}", String::from_utf8_lossy(doc));
     }
     if let Some(fast) = AnthropicBodyWire::read_fast(doc) {

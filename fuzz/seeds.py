@@ -100,4 +100,8 @@ seed("json_reader", "request", b'{"model":"gpt-4o","stream":true,"stream_options
 seed("json_reader", "anthropic_messages.json", fixture("anthropic/messages.json"))
 seed("json_reader", "gemini_generate_content_search_grounding.json",
      fixture("gemini/generate_content_search_grounding.json"))
+# The Responses stream's terminal event (the one that carries usage).
+completed = [l for l in fixture("openai/responses_stream.sse").splitlines()
+             if l.startswith(b"data:") and b'"response.completed"' in l]
+seed("json_reader", "responses_completed_event", completed[-1][len(b"data:"):].strip())
 seed("json_reader", "odd_counts", b'{"usage":{"prompt_tokens":45.0,"completion_tokens":"7","total_tokens":-1,"cost":0.5,"prompt_tokens_details":null}}')

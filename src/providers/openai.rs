@@ -40,9 +40,9 @@ pub struct OpenAiBodyWire {
     pub usage: Option<OpenAiUsageWire>,
 }
 
-impl ResponseBody for OpenAiBodyWire {
-    fn read_fast(doc: &[u8]) -> Option<OpenAiBodyWire> {
-        let mut r = Reader::new(doc);
+impl OpenAiBodyWire {
+    /// The object at the cursor, as serde's derive reads it (see [`super::json_reader`]).
+    fn read(r: &mut Reader<'_>) -> Option<OpenAiBodyWire> {
         let mut body = OpenAiBodyWire::default();
         let mut seen = Seen::default();
         r.object(|key, r| {
@@ -60,6 +60,14 @@ impl ResponseBody for OpenAiBodyWire {
             }
             Some(())
         })?;
+        Some(body)
+    }
+}
+
+impl ResponseBody for OpenAiBodyWire {
+    fn read_fast(doc: &[u8]) -> Option<OpenAiBodyWire> {
+        let mut r = Reader::new(doc);
+        let body = OpenAiBodyWire::read(&mut r)?;
         r.end()?;
         Some(body)
     }

@@ -1,9 +1,11 @@
-//! [`OpenAiBodyWire::read_fast`] and [`ChunkWire::read_fast`] against serde's derive:
+//! [`OpenAiBodyWire::read_fast`], [`ChunkWire::read_fast`] and [`EventWire::read_fast`]
+//! against serde's derive:
 //! wherever the hand reader answers, it gives serde's answer, and it does answer for the
 //! shapes providers really send.
 
 use proptest::prelude::*;
 
+use super::responses::EventWire;
 use super::{ChunkWire, OpenAiBodyWire};
 use crate::providers::json_tail::ResponseBody;
 
@@ -12,6 +14,10 @@ fn serde(doc: &[u8]) -> Option<OpenAiBodyWire> {
 }
 
 fn serde_chunk(doc: &[u8]) -> Option<ChunkWire> {
+    serde_json::from_slice(doc).ok()
+}
+
+fn serde_event(doc: &[u8]) -> Option<EventWire> {
     serde_json::from_slice(doc).ok()
 }
 
@@ -66,6 +72,30 @@ fn stream_fixture_chunks_are_read_by_hand_as_serde_reads_them() {
         }
     }
     assert!(read >= 30, "only {read} chunks found");
+}
+
+/// Every event of the Responses API streams is read by hand, exactly as serde reads it.
+#[test]
+fn responses_stream_events_are_read_by_hand_as_serde_reads_them() {
+    let mut read = 0;
+    let mut terminal = 0;
+    for path in fixture_files(|n| n.ends_with(".sse") && n.starts_with("responses")) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for data in text.lines().filter_map(|l| l.strip_prefix("data:")) {
+            let data = data.trim().as_bytes();
+            let fast = EventWire::read_fast(data);
+            assert!(fast.is_some(), "{}: left to serde", path.display());
+            assert_eq!(fast, serde_event(data), "{}", path.display());
+            if fast.and_then(|e| e.response?.usage).is_some() {
+                terminal += 1;
+            }
+            read += 1;
+        }
+    }
+    assert!(
+        read >= 10 && terminal >= 1,
+        "only {read} events, {terminal} with usage"
+    );
 }
 
 /// Every non-streamed OpenAI-shaped fixture is read by hand, exactly as serde reads it.
@@ -205,8 +235,38 @@ fn chunk() -> impl Strategy<Value = String> {
     prop::collection::vec(member, 0..5).prop_map(|m| object(m, ""))
 }
 
+/// A Responses stream event: `type`, a `response` body (or an odd value), and the
+/// members delta events carry.
+fn event() -> impl Strategy<Value = String> {
+    let member = prop_oneof![
+        2 => prop::sample::select(&["\"response.completed\"", "\"response.created\""][..])
+            .prop_map(|t| ("type".to_owned(), t.to_owned())),
+        1 => value().prop_map(|v| ("type".to_owned(), v)),
+        3 => body().prop_map(|b| ("response".to_owned(), b)),
+        1 => value().prop_map(|v| ("response".to_owned(), v)),
+        1 => value().prop_map(|v| ("delta".to_owned(), v)),
+        1 => value().prop_map(|v| ("sequence_number".to_owned(), v)),
+    ];
+    (
+        prop::collection::vec(member, 0..5),
+        prop::sample::select(&["", " "][..]),
+    )
+        .prop_map(|(m, ws)| object(m, ws))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    #[test]
+    fn event_reader_agrees_with_serde(doc in event(), cut in 0usize..400) {
+        let fast = EventWire::read_fast(doc.as_bytes());
+        if fast.is_some() {
+            prop_assert_eq!(&fast, &serde_event(doc.as_bytes()), "{}", doc);
+        }
+        prop_assert_eq!(EventWire::parse(doc.as_bytes()), serde_event(doc.as_bytes()));
+        let short = doc.get(..cut.min(doc.len().saturating_sub(1))).unwrap_or_default();
+        prop_assert_eq!(EventWire::read_fast(short.as_bytes()), None, "{}", short);
+    }
 
     #[test]
     fn chunk_reader_agrees_with_serde(doc in chunk()) {

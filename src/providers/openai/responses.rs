@@ -12,6 +12,7 @@
 
 use serde::Deserialize;
 
+use super::super::json_reader::{Reader, Seen};
 use super::super::sse::{SseDecoder, SseEvent};
 use super::super::wire::{Needle, Text, USAGE_KEY, has_object_member};
 use super::super::{ParsedUsage, UsageParser};
@@ -28,12 +29,45 @@ const STARTED: [&[u8]; 3] = [
     b"response.queued",
 ];
 
-#[derive(Debug, Default, Deserialize)]
+/// One Responses stream event: its `type` and the `response` object, if any.
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]
-struct EventWire {
+pub struct EventWire {
     #[serde(rename = "type")]
-    kind: Text,
-    response: Option<OpenAiBodyWire>,
+    pub kind: Text,
+    pub response: Option<OpenAiBodyWire>,
+}
+
+impl EventWire {
+    /// The event as serde's derive reads it: by hand where the reader answers (see
+    /// [`crate::providers::json_reader`]), else by serde; `None` when it is not an event.
+    pub fn parse(data: &[u8]) -> Option<EventWire> {
+        EventWire::read_fast(data).or_else(|| serde_json::from_slice(data).ok())
+    }
+
+    /// The hand reader alone. A terminal event repeats the whole answer in
+    /// `response.output`, which is only skipped here.
+    pub fn read_fast(data: &[u8]) -> Option<EventWire> {
+        let mut r = Reader::new(data);
+        let mut event = EventWire::default();
+        let mut seen = Seen::default();
+        r.object(|key, r| {
+            let field = match key {
+                b"type" => 0,
+                b"response" => 1,
+                _ => return r.skip(),
+            };
+            seen.first(field)?;
+            if field == 0 {
+                event.kind = Text::read(r)?;
+            } else if !r.null()? {
+                event.response = Some(OpenAiBodyWire::read(r)?);
+            }
+            Some(())
+        })?;
+        r.end()?;
+        Some(event)
+    }
 }
 
 /// Usage parser for a streamed Responses API call.
@@ -65,7 +99,7 @@ impl ResponsesStream {
         if !useful {
             return;
         }
-        let Ok(wire) = serde_json::from_slice::<EventWire>(data) else {
+        let Some(wire) = EventWire::parse(data) else {
             return;
         };
         let kind = if ev.event.is_empty() {
