@@ -56,6 +56,22 @@ thread_local! {
     static POLLING: Cell<usize> = const { Cell::new(0) };
 }
 
+/// Marks this thread as polling an [`InPlace`] until dropped, also when the poll panics
+/// (a stale mark would swallow a later wake of whatever reuses the address).
+struct Polling(usize);
+
+impl Polling {
+    fn enter(me: usize) -> Polling {
+        Polling(POLLING.replace(me))
+    }
+}
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        POLLING.set(self.0);
+    }
+}
+
 /// The waker the connection is polled with. A wake from inside its own poll (same
 /// thread, while it runs) is noted and answered by one more poll in place; any other
 /// wake goes to the task's waker as before, so wakes from other tasks (a stream's
@@ -95,9 +111,10 @@ impl InPlace {
         let mut inner = Context::from_waker(waker);
         for _ in 0..IN_PLACE_ROUNDS {
             self.woken.store(false, Ordering::Relaxed);
-            let outer = POLLING.replace(me);
-            let polled = f(&mut inner);
-            POLLING.set(outer);
+            let polled = {
+                let _mark = Polling::enter(me);
+                f(&mut inner)
+            };
             if polled.is_ready() || !self.woken.load(Ordering::Relaxed) {
                 return polled;
             }
@@ -333,6 +350,22 @@ mod tests {
             Poll::<()>::Pending
         });
         assert_eq!((got, polls), (Poll::Pending, IN_PLACE_ROUNDS));
+        assert_eq!(task.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_panicking_poll_leaves_the_thread_unmarked() {
+        let task = Arc::new(Counter::default());
+        let (p, w) = in_place(&task);
+        let outer = Waker::from(task.clone());
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut cx = Context::from_waker(&outer);
+            let _ = p.poll(&w, &mut cx, |_| -> Poll<()> { panic!("in the poll") });
+        }));
+        assert!(caught.is_err());
+        assert_eq!(POLLING.with(Cell::get), 0);
+        // So a later wake on this thread reaches the task.
+        w.wake_by_ref();
         assert_eq!(task.0.load(Ordering::SeqCst), 1);
     }
 
