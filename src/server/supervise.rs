@@ -78,7 +78,7 @@ impl Drop for Polling {
 /// chunks) still let the task batch up work before it runs again.
 struct InPlace {
     woken: AtomicBool,
-    task: Mutex<Option<Waker>>,
+    task: TaskSlot,
 }
 
 impl Wake for InPlace {
@@ -91,10 +91,7 @@ impl Wake for InPlace {
             self.woken.store(true, Ordering::Relaxed);
             return;
         }
-        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(w) = task.as_ref() {
-            w.wake_by_ref();
-        }
+        self.task.wake();
     }
 }
 
@@ -130,7 +127,25 @@ struct SideWaker {
     /// Set by the watcher future when the shutdown signal came; taken (once) by the
     /// connection's poll.
     shutdown: AtomicBool,
-    task: Mutex<Option<Waker>>,
+    task: TaskSlot,
+}
+
+/// The connection task's waker, as last seen by its poll, for the wakers that forward
+/// to it.
+#[derive(Default)]
+struct TaskSlot(Mutex<Option<Waker>>);
+
+impl TaskSlot {
+    fn set(&self, w: &Waker) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(w.clone());
+    }
+
+    fn wake(&self) {
+        let task = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(w) = task.as_ref() {
+            w.wake_by_ref();
+        }
+    }
 }
 
 impl Wake for SideWaker {
@@ -140,10 +155,7 @@ impl Wake for SideWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.fired.store(true, Ordering::Release);
-        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(w) = task.as_ref() {
-            w.wake_by_ref();
-        }
+        self.task.wake();
     }
 }
 
@@ -158,7 +170,7 @@ impl<C: GracefulConnection> Supervised<C> {
             // Polled once at the start, to arm the timer and the receiver.
             fired: AtomicBool::new(true),
             shutdown: AtomicBool::new(false),
-            task: Mutex::new(None),
+            task: TaskSlot::default(),
         });
         let flag = side.clone();
         let watch: SideFuture = Box::pin(async move {
@@ -174,7 +186,7 @@ impl<C: GracefulConnection> Supervised<C> {
         });
         let in_place = Arc::new(InPlace {
             woken: AtomicBool::new(false),
-            task: Mutex::new(None),
+            task: TaskSlot::default(),
         });
         Supervised {
             conn: Box::pin(conn),
@@ -208,9 +220,8 @@ impl<C: GracefulConnection> Future for Supervised<C> {
         let this = self.get_mut();
         if !this.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             let w = cx.waker().clone();
-            for slot in [&this.side.task, &this.in_place.task] {
-                *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(w.clone());
-            }
+            this.side.task.set(&w);
+            this.in_place.task.set(&w);
             this.task = Some(w);
         }
         if this.side.fired.swap(false, Ordering::AcqRel) {
@@ -310,21 +321,23 @@ mod tests {
         }
     }
 
-    /// An `InPlace` standing for a task whose waker is `task`.
-    fn in_place(task: &Arc<Counter>) -> (Arc<InPlace>, Waker) {
+    /// A task (counting its wakes), its waker, and an `InPlace` forwarding to it with its
+    /// own waker.
+    fn in_place() -> (Arc<Counter>, Waker, Arc<InPlace>, Waker) {
+        let task = Arc::new(Counter::default());
+        let outer = Waker::from(task.clone());
         let p = Arc::new(InPlace {
             woken: AtomicBool::new(false),
-            task: Mutex::new(Some(Waker::from(task.clone()))),
+            task: TaskSlot::default(),
         });
+        p.task.set(&outer);
         let w = Waker::from(p.clone());
-        (p, w)
+        (task, outer, p, w)
     }
 
     #[test]
     fn a_wake_from_inside_the_poll_is_answered_in_place() {
-        let task = Arc::new(Counter::default());
-        let (p, w) = in_place(&task);
-        let outer = Waker::from(task.clone());
+        let (task, outer, p, w) = in_place();
         let mut cx = Context::from_waker(&outer);
         // Wakes itself on its first two polls (as hyper does when a handler reads the
         // request body), ready on the third.
@@ -355,9 +368,7 @@ mod tests {
 
     #[test]
     fn a_panicking_poll_leaves_the_thread_unmarked() {
-        let task = Arc::new(Counter::default());
-        let (p, w) = in_place(&task);
-        let outer = Waker::from(task.clone());
+        let (task, outer, p, w) = in_place();
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut cx = Context::from_waker(&outer);
             let _ = p.poll(&w, &mut cx, |_| -> Poll<()> { panic!("in the poll") });
@@ -371,9 +382,7 @@ mod tests {
 
     #[test]
     fn a_wake_from_outside_the_poll_goes_to_the_task() {
-        let task = Arc::new(Counter::default());
-        let (p, w) = in_place(&task);
-        let outer = Waker::from(task.clone());
+        let (task, outer, p, w) = in_place();
         let mut cx = Context::from_waker(&outer);
         let mut kept = None;
         let got = p.poll(&w, &mut cx, |cx| {
