@@ -47,8 +47,8 @@ pub(super) struct Supervised<C> {
 }
 
 /// Most polls in a row [`InPlace`] gives a connection that keeps waking itself before it
-/// hands the wake to the scheduler, as hyper's own yield (after 16 busy rounds) and
-/// tokio's cooperative budget expect.
+/// hands the wake to the scheduler, as hyper's own yield (after 16 busy rounds) expects.
+/// A wake after tokio's cooperative budget ran out goes to the scheduler at once.
 const IN_PLACE_ROUNDS: usize = 4;
 
 thread_local! {
@@ -114,6 +114,10 @@ impl InPlace {
             };
             if polled.is_ready() || !self.woken.load(Ordering::Relaxed) {
                 return polled;
+            }
+            // Out of tokio's budget, the resources would only say "yield" again.
+            if !tokio::task::coop::has_budget_remaining() {
+                break;
             }
         }
         cx.waker().wake_by_ref();
@@ -363,6 +367,24 @@ mod tests {
             Poll::<()>::Pending
         });
         assert_eq!((got, polls), (Poll::Pending, IN_PLACE_ROUNDS));
+        assert_eq!(task.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_task_out_of_budget_yields_to_the_scheduler() {
+        let (task, outer, p, w) = in_place();
+        let mut cx = Context::from_waker(&outer);
+        // Spend the task's budget, as a long burst of ready I/O would.
+        while tokio::task::coop::has_budget_remaining() {
+            tokio::task::coop::consume_budget().await;
+        }
+        let mut polls = 0;
+        let got = p.poll(&w, &mut cx, |cx| {
+            polls += 1;
+            cx.waker().wake_by_ref();
+            Poll::<()>::Pending
+        });
+        assert_eq!((got, polls), (Poll::Pending, 1));
         assert_eq!(task.0.load(Ordering::SeqCst), 1);
     }
 
