@@ -848,6 +848,17 @@ pub fn check_route(data: &[u8]) {
 // ---------------------------------------------------------------------------------------
 // json_reader
 
+/// A hand read of `doc`, where there is one, is what serde's derive reads.
+fn agrees_with_serde<T>(fast: Option<T>, doc: &[u8])
+where
+    T: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    if let Some(fast) = fast {
+        let slow = serde_json::from_slice::<T>(doc).ok();
+        assert_eq!(Some(fast), slow, "{}", String::from_utf8_lossy(doc));
+    }
+}
+
 /// The hand JSON reader never accepts what serde_json rejects, and where it reads a
 /// response body (OpenAI, Anthropic, Gemini), a Responses stream event or a request it
 /// gives exactly serde's answer.
@@ -862,22 +873,10 @@ pub fn check_json_reader(data: &[u8]) {
             String::from_utf8_lossy(doc)
         );
     }
-    if let Some(fast) = OpenAiBodyWire::read_fast(doc) {
-        let slow = serde_json::from_slice::<OpenAiBodyWire>(doc).ok();
-        assert_eq!(Some(fast), slow, "{}", String::from_utf8_lossy(doc));
-    }
-    if let Some(fast) = EventWire::read_fast(doc) {
-        let slow = serde_json::from_slice::<EventWire>(doc).ok();
-        assert_eq!(Some(fast), slow, "{}", String::from_utf8_lossy(doc));
-    }
-    if let Some(fast) = AnthropicBodyWire::read_fast(doc) {
-        let slow = serde_json::from_slice::<AnthropicBodyWire>(doc).ok();
-        assert_eq!(Some(fast), slow, "{}", String::from_utf8_lossy(doc));
-    }
-    if let Some(fast) = GeminiResponseWire::read_fast(doc) {
-        let slow = serde_json::from_slice::<GeminiResponseWire>(doc).ok();
-        assert_eq!(Some(fast), slow, "{}", String::from_utf8_lossy(doc));
-    }
+    agrees_with_serde(OpenAiBodyWire::read_fast(doc), doc);
+    agrees_with_serde(EventWire::read_fast(doc), doc);
+    agrees_with_serde(AnthropicBodyWire::read_fast(doc), doc);
+    agrees_with_serde(GeminiResponseWire::read_fast(doc), doc);
     assert_eq!(
         RequestInfo::parse(doc),
         RequestInfo::parse_with_serde(doc),

@@ -9,15 +9,8 @@ use super::responses::EventWire;
 use super::{ChunkWire, OpenAiBodyWire};
 use crate::providers::json_tail::ResponseBody;
 
-fn serde(doc: &[u8]) -> Option<OpenAiBodyWire> {
-    serde_json::from_slice(doc).ok()
-}
-
-fn serde_chunk(doc: &[u8]) -> Option<ChunkWire> {
-    serde_json::from_slice(doc).ok()
-}
-
-fn serde_event(doc: &[u8]) -> Option<EventWire> {
+/// What serde's derive reads from `doc`: the reference the hand readers must equal.
+fn serde<T: serde::de::DeserializeOwned>(doc: &[u8]) -> Option<T> {
     serde_json::from_slice(doc).ok()
 }
 
@@ -64,7 +57,7 @@ fn stream_fixture_chunks_are_read_by_hand_as_serde_reads_them() {
                 continue;
             }
             let fast = ChunkWire::read_fast(data.as_bytes());
-            let slow = serde_chunk(data.as_bytes());
+            let slow = serde(data.as_bytes());
             // Groq's `x_groq` goes to serde on its own bytes; the chunk is still read.
             assert!(fast.is_some(), "{}: left to serde: {data}", path.display());
             assert_eq!(fast, slow, "{}: {data}", path.display());
@@ -85,7 +78,7 @@ fn responses_stream_events_are_read_by_hand_as_serde_reads_them() {
             let data = data.trim().as_bytes();
             let fast = EventWire::read_fast(data);
             assert!(fast.is_some(), "{}: left to serde", path.display());
-            assert_eq!(fast, serde_event(data), "{}", path.display());
+            assert_eq!(fast, serde(data), "{}", path.display());
             if fast.and_then(|e| e.response?.usage).is_some() {
                 terminal += 1;
             }
@@ -261,9 +254,9 @@ proptest! {
     fn event_reader_agrees_with_serde(doc in event(), cut in 0usize..400) {
         let fast = EventWire::read_fast(doc.as_bytes());
         if fast.is_some() {
-            prop_assert_eq!(&fast, &serde_event(doc.as_bytes()), "{}", doc);
+            prop_assert_eq!(&fast, &serde(doc.as_bytes()), "{}", doc);
         }
-        prop_assert_eq!(EventWire::parse(doc.as_bytes()), serde_event(doc.as_bytes()));
+        prop_assert_eq!(EventWire::parse(doc.as_bytes()), serde(doc.as_bytes()));
         let short = doc.get(..cut.min(doc.len().saturating_sub(1))).unwrap_or_default();
         prop_assert_eq!(EventWire::read_fast(short.as_bytes()), None, "{}", short);
     }
@@ -272,9 +265,9 @@ proptest! {
     fn chunk_reader_agrees_with_serde(doc in chunk()) {
         let fast = ChunkWire::read_fast(doc.as_bytes());
         if fast.is_some() {
-            prop_assert_eq!(&fast, &serde_chunk(doc.as_bytes()), "{}", doc);
+            prop_assert_eq!(&fast, &serde(doc.as_bytes()), "{}", doc);
         }
-        prop_assert_eq!(ChunkWire::parse(doc.as_bytes()), serde_chunk(doc.as_bytes()));
+        prop_assert_eq!(ChunkWire::parse(doc.as_bytes()), serde(doc.as_bytes()));
     }
 
     #[test]
