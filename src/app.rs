@@ -2,6 +2,7 @@
 //! stop accepting → let in-flight calls finish (bounded) → commit every event.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -12,6 +13,7 @@ use crate::auth::keys::{KeyCache, ProviderKeys};
 use crate::auth::secrets::{self, SecretBox};
 use crate::config::Config;
 use crate::pricing::PriceTable;
+use crate::server::Workers;
 use crate::state::{AppState, Shared};
 use crate::store::writer::EventWriter;
 use crate::telemetry::Metrics;
@@ -61,9 +63,12 @@ pub async fn build_core(config: Config) -> anyhow::Result<Core> {
     };
     let writer =
         EventWriter::start(store.clone(), config.writer_queue).context("starting event writer")?;
-    let upstream =
-        crate::proxy::client::build(config.upstream_ca.as_deref(), config.connect_timeout)
-            .context("building upstream client")?;
+    let upstream = crate::proxy::client::build(
+        config.upstream_ca.as_deref(),
+        config.connect_timeout,
+        config.proxy_workers,
+    )
+    .context("building upstream clients")?;
     let scheme = if config.tls.is_some() {
         "https"
     } else {
@@ -103,6 +108,7 @@ pub struct RunningApp {
     writer: EventWriter,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
+    workers: Arc<Workers>,
 }
 
 /// Starts both listeners on the configured addresses (port 0 picks a free port).
@@ -124,6 +130,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
     config.admin_addr = admin_addr;
     let Core { state, writer } = build_core(config).await?;
 
+    let workers = Arc::new(
+        Workers::start(state.config.proxy_workers, "llmo-proxy")
+            .context("starting proxy worker threads")?,
+    );
     let (shutdown, rx) = watch::channel(false);
     let grace = state.config.shutdown_grace;
     let proxy = tokio::spawn(crate::proxy::server::run(
@@ -132,6 +142,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         state.clone(),
         rx.clone(),
         grace,
+        workers.clone(),
     ));
     let admin = tokio::spawn(crate::admin::serve(
         admin_listener,
@@ -147,6 +158,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningApp> {
         writer,
         shutdown,
         servers: vec![proxy, admin],
+        workers,
     })
 }
 
@@ -162,6 +174,11 @@ impl RunningApp {
         let _ = self.shutdown.send(true);
         for s in self.servers {
             let _ = s.await;
+        }
+        // Connections still open after the grace period are dropped with their worker;
+        // each open call records its event on the way out, before the writer stops.
+        if let Ok(workers) = Arc::try_unwrap(self.workers) {
+            workers.stop().await;
         }
         self.writer.shutdown().await;
     }

@@ -83,6 +83,9 @@ pub struct RunArgs {
     /// Open connections per listener; past it a new connection gets a short 503.
     #[arg(long, env = "LLMO_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Threads serving proxy connections, each with its own runtime; 0 = one per core.
+    #[arg(long, env = "LLMO_PROXY_WORKERS", default_value_t = 0)]
+    pub proxy_workers: usize,
     /// Request-body bytes all in-flight requests of one listener may hold; past it 503.
     #[arg(long, env = "LLMO_MAX_BUFFERED_REQUEST_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_buffered_request_bytes: usize,
@@ -243,6 +246,8 @@ pub struct Config {
     pub body_idle_timeout: Duration,
     /// Open connections per listener.
     pub max_connections: usize,
+    /// Threads serving proxy connections (at least 1).
+    pub proxy_workers: usize,
     /// Request-body bytes held at once by the in-flight requests of one listener.
     pub max_buffered_request_bytes: usize,
     /// Largest request head accepted (HTTP/1.1 head, HTTP/2 header list).
@@ -306,6 +311,10 @@ impl Config {
             header_read_timeout: Duration::from_millis(a.header_read_timeout_ms),
             body_idle_timeout: Duration::from_millis(a.body_idle_timeout_ms),
             max_connections: a.max_connections,
+            proxy_workers: match a.proxy_workers {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                n => n,
+            },
             max_buffered_request_bytes: a.max_buffered_request_bytes,
             max_header_bytes: a.max_header_bytes,
             upstream_ca: a.upstream_ca,

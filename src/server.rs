@@ -17,6 +17,7 @@
 
 mod body;
 mod supervise;
+mod workers;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use body::{BodyError, RequestBody};
 use supervise::Supervised;
+pub use workers::{Workers, current as current_worker};
 
 use crate::config::Config;
 
@@ -108,12 +110,14 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
 
 /// Serves connections until `shutdown` turns true, then waits up to `limits.grace` for
 /// open connections to finish. `handler` is called per request with the peer address.
+/// With `workers`, connections are accepted here and served on the workers, in turn.
 pub async fn serve<H, Fut, B>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
     limits: Limits,
+    workers: Option<Arc<Workers>>,
 ) where
     H: Fn(SocketAddr, Request<RequestBody>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
@@ -192,40 +196,31 @@ pub async fn serve<H, Fut, B>(
                 }
             })
         };
-        let builder = builder.clone();
-        let signal = shutdown.clone();
-        let tls = tls.clone();
-        let header_timeout = limits.header_read_timeout;
-        tokio::spawn(async move {
-            let _slot = slot;
-            let result = match tls {
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    Supervised::new(conn.into_owned(), activity, header_timeout, signal).await
-                }
-                Some(acceptor) => {
-                    let mut signal = signal;
-                    let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
-                    // The task holds a connection slot, which shutdown waits for.
-                    let tls_stream = tokio::select! {
-                        r = handshake => match r {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => return,
-                        },
-                        () = supervise::shutdown_signalled(&mut signal) => return,
-                    };
-                    let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
-                    Supervised::new(conn.into_owned(), activity, header_timeout, signal).await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with error");
+        let conn = Connection {
+            builder: builder.clone(),
+            signal: shutdown.clone(),
+            tls: tls.clone(),
+            header_timeout: limits.header_read_timeout,
+            activity,
+            _slot: slot,
+        };
+        match &workers {
+            None => {
+                tokio::spawn(conn.run(stream, service));
             }
-        });
+            // The socket leaves this runtime's reactor and joins the worker's.
+            Some(workers) => match stream.into_std() {
+                Ok(stream) => workers.spawn(async move {
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => conn.run(stream, service).await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not hand a connection to a worker")
+                        }
+                    }
+                }),
+                Err(e) => tracing::warn!(error = %e, "could not hand a connection to a worker"),
+            },
+        }
     }
     drop(listener);
     // Every connection task holds one slot until it ends; shutdown has told each of them
@@ -239,6 +234,66 @@ pub async fn serve<H, Fut, B>(
             grace_ms = limits.grace.as_millis() as u64,
             "grace period over, closing remaining connections"
         );
+    }
+}
+
+/// One accepted connection, ready to be served on whichever runtime runs [`Connection::run`].
+struct Connection {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    signal: watch::Receiver<bool>,
+    tls: Option<TlsAcceptor>,
+    header_timeout: Duration,
+    activity: Arc<Activity>,
+    /// Released when the connection ends: shutdown waits for every slot.
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Connection {
+    async fn run<S, B>(self, stream: TcpStream, service: S)
+    where
+        S: hyper::service::Service<Request<hyper::body::Incoming>, Response = Response<B>>
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let Connection {
+            builder,
+            signal,
+            tls,
+            header_timeout,
+            activity,
+            _slot,
+        } = self;
+        let result = match tls {
+            None => {
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                Supervised::new(conn.into_owned(), activity, header_timeout, signal).await
+            }
+            Some(acceptor) => {
+                let mut signal = signal;
+                let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
+                let tls_stream = tokio::select! {
+                    r = handshake => match r {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    },
+                    () = supervise::shutdown_signalled(&mut signal) => return,
+                };
+                let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+                Supervised::new(conn.into_owned(), activity, header_timeout, signal).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "connection ended with error");
+        }
     }
 }
 
@@ -364,6 +419,49 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One `Connection: close` GET; returns the response body.
+    async fn get_once(addr: SocketAddr) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out.split_once("\r\n\r\n").unwrap().1.to_owned()
+    }
+
+    #[tokio::test]
+    async fn connections_are_served_on_the_workers_in_turn() {
+        let workers = Arc::new(Workers::start(2, "t-serve").unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, rx) = watch::channel(false);
+        let limits = Limits::new(&Config::for_data_dir("unused"), Duration::from_secs(5));
+        let handler = |_peer, _req| async {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            Response::new(http_body_util::Full::new(bytes::Bytes::from(name)))
+        };
+        let server = tokio::spawn(serve(
+            listener,
+            None,
+            handler,
+            rx,
+            limits,
+            Some(workers.clone()),
+        ));
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(get_once(addr).await);
+        }
+        assert_eq!(seen, ["t-serve-0", "t-serve-1", "t-serve-0", "t-serve-1"]);
+        stop.send(true).unwrap();
+        server.await.unwrap();
+        let Ok(workers) = Arc::try_unwrap(workers) else {
+            panic!("serve kept the workers after it returned");
+        };
+        workers.stop().await;
+    }
 
     #[test]
     fn the_busy_answer_declares_its_true_length() {

@@ -7,7 +7,7 @@ use crate::auth::keys::{KeyCache, ProviderKeys};
 use crate::auth::secrets::SecretBox;
 use crate::config::Config;
 use crate::pricing::PriceTable;
-use crate::proxy::client::UpstreamClient;
+use crate::proxy::client::Upstream;
 use crate::store::Store;
 use crate::store::writer::EventSink;
 use crate::telemetry::Metrics;
@@ -27,7 +27,7 @@ pub struct Shared {
     pub jwt_secret: [u8; 32],
     pub events: EventSink,
     pub metrics: Metrics,
-    pub upstream: UpstreamClient,
+    pub upstream: Upstream,
     /// The proxy's base URL as users should type it (snippets, README).
     pub proxy_url: String,
     /// Last event id handed out, so ids (and list order) follow arrival order even

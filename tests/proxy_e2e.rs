@@ -880,6 +880,48 @@ async fn client_disconnect_mid_stream_cancels_upstream_and_records_cancelled() {
 }
 
 #[tokio::test]
+async fn a_stream_still_open_after_the_grace_period_is_recorded_at_shutdown() {
+    let mock = MockUpstream::tls()
+        .route(
+            "POST",
+            "/v1/messages",
+            // `message_start` (448 bytes, with the input usage), then silence.
+            Reply::sse(fixture("anthropic/messages_stream.sse"))
+                .chunked_by_event()
+                .stall_after(448),
+        )
+        .start()
+        .await;
+    let app = TestApp::spawn_with(&mock.base_url(), |c| {
+        c.shutdown_grace = Duration::from_millis(300);
+    })
+    .await;
+    let acct = app.account("grace@example.com").await;
+    let mut resp = app
+        .passthrough("/anthropic/v1/messages", &acct.key)
+        .body(MESSAGES)
+        .send()
+        .await
+        .unwrap();
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("message_start"));
+    let TestApp { app, dir, .. } = app;
+    tokio::time::timeout(Duration::from_secs(10), app.shutdown())
+        .await
+        .expect("shutdown ends soon after the grace period");
+    // The call was cut by shutdown, not lost: its event is in the file.
+    let store = llmobserve::store::Store::open(&dir.path().join(llmobserve::app::DB_FILE)).unwrap();
+    let events = store
+        .events_desc(&acct.user_id, None, 10, |_| true)
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].outcome, Outcome::Cancelled);
+    assert_eq!(events[0].usage_status, UsageStatus::Partial);
+    assert_eq!(events[0].usage.as_ref().unwrap().input_tokens, 17432);
+    drop(resp);
+}
+
+#[tokio::test]
 async fn body_over_the_limit_is_413_and_not_forwarded() {
     let mock = MockUpstream::tls()
         .json("/v1/chat/completions", "openai/chat_completion.json")

@@ -233,5 +233,5 @@ pub async fn serve(
             }
         }
     };
-    crate::server::serve(listener, tls, handler, shutdown, limits).await;
+    crate::server::serve(listener, tls, handler, shutdown, limits, None).await;
 }

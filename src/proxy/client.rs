@@ -1,5 +1,8 @@
-//! The pooled upstream client: hyper-util's legacy client over rustls, HTTP/1.1 or h2
+//! The pooled upstream clients: hyper-util's legacy client over rustls, HTTP/1.1 or h2
 //! by ALPN, certificate verification against webpki roots plus an optional extra CA.
+//! One client (and so one connection pool) per proxy worker: a pooled connection is
+//! driven by a task on the runtime that opened it, so sharing pools across workers
+//! would send every call's bytes through another thread.
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,11 +27,25 @@ pub enum ClientError {
     CaEmpty(String),
 }
 
-/// Builds the one client every proxied request shares.
+/// The upstream clients: one for each proxy worker, and one for any other thread.
+pub struct Upstream {
+    clients: Vec<UpstreamClient>,
+}
+
+impl Upstream {
+    /// The client of the calling thread's worker.
+    pub fn here(&self) -> &UpstreamClient {
+        let i = crate::server::current_worker().map_or(0, |w| w + 1);
+        self.clients.get(i).unwrap_or(&self.clients[0])
+    }
+}
+
+/// Builds the clients for `workers` proxy workers.
 pub fn build(
     extra_ca: Option<&Path>,
     connect_timeout: Duration,
-) -> Result<UpstreamClient, ClientError> {
+    workers: usize,
+) -> Result<Upstream, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_ca {
@@ -58,15 +75,19 @@ pub fn build(
     http.set_connect_timeout(Some(connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(60)));
 
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .build(https))
+    let clients = (0..=workers)
+        .map(|_| {
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls.clone())
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http.clone());
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(256)
+                .build(https)
+        })
+        .collect();
+    Ok(Upstream { clients })
 }

@@ -199,7 +199,7 @@ async fn handle_inner(
     let overhead_before = sent_at.duration_since(started);
     let resp = match tokio::time::timeout(
         state.config.first_byte_timeout,
-        state.upstream.request(upstream_req),
+        state.upstream.here().request(upstream_req),
     )
     .await
     {
