@@ -230,6 +230,9 @@ pub enum ConfigError {
 }
 
 /// Validated configuration.
+/// More worker threads than this is a typo, not a machine.
+const MAX_PROXY_WORKERS: usize = 256;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub proxy_addr: SocketAddr,
@@ -293,6 +296,9 @@ impl Config {
             return Err(ConfigError::BadLimit(
                 "--max-buffered-request-bytes must be at least --max-body-bytes",
             ));
+        }
+        if a.proxy_workers > MAX_PROXY_WORKERS {
+            return Err(ConfigError::BadLimit("--proxy-workers must be at most 256"));
         }
         if a.max_connections == 0 {
             return Err(ConfigError::BadLimit(
@@ -398,6 +404,21 @@ mod tests {
         assert_eq!(c.body_idle_timeout, Duration::from_secs(30));
         assert_eq!(c.max_connections, 1024);
         assert!(c.max_buffered_request_bytes >= c.max_body_bytes);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(c.proxy_workers, cores, "0 means one worker per core");
+    }
+
+    #[test]
+    fn proxy_workers_are_taken_as_given_up_to_the_cap() {
+        let parse = |n: &str| {
+            let args = RunOnly::try_parse_from(["x", "--proxy-workers", n])
+                .unwrap()
+                .run;
+            Config::from_args(args)
+        };
+        assert_eq!(parse("3").unwrap().proxy_workers, 3);
+        assert_eq!(parse("256").unwrap().proxy_workers, 256);
+        assert!(matches!(parse("257"), Err(ConfigError::BadLimit(_))));
     }
 
     #[test]
