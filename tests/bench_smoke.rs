@@ -40,7 +40,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn llmobserve_keeps_up_with_a_plain_proxy() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let upstream = mock::start().await.unwrap();
-    let plain = baseline::start(upstream.addr).await.unwrap();
+    // The forwarder on thread-per-core runtimes, like LLMObserve's proxy.
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let plain = baseline::start(upstream.addr, workers).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = llmobserve::config::Config::for_data_dir(dir.path())
         .with_all_upstreams(&format!("http://{}", upstream.addr))

@@ -3,7 +3,10 @@
 //! It accepts HTTP/1.1 with keep-alive, rewrites the URI to the upstream, drops the
 //! hop-by-hop headers and `Host`, and streams both bodies through untouched with a pooled
 //! hyper-util client: no auth, no parsing, no metering, no store. Built with the same
-//! hyper stack and flags as LLMObserve, so the difference is what LLMObserve adds.
+//! hyper stack and flags as LLMObserve, and by default on the same thread-per-core runtimes
+//! (`llmobserve::server::Workers`, a client per worker), so the difference is what
+//! LLMObserve adds. With 0 workers it runs on the caller's runtime instead, as a
+//! `#[tokio::main]` forwarder would.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,20 +24,20 @@ type Forwarder = Client<HttpConnector, Incoming>;
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
-/// Binds `127.0.0.1:0` and forwards everything to `upstream` until the runtime ends.
-pub async fn start(upstream: SocketAddr) -> std::io::Result<SocketAddr> {
+/// Binds `127.0.0.1:0` and forwards everything to `upstream` until the runtime ends, on
+/// `workers` thread-per-core runtimes (0: on the caller's runtime).
+pub async fn start(upstream: SocketAddr, workers: usize) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    let client: Forwarder = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .build(http);
+    let client = new_client();
     let authority: http::uri::Authority = upstream
         .to_string()
         .parse()
         .map_err(|_| std::io::Error::other("bad upstream address"))?;
+    let workers = match workers {
+        0 => None,
+        n => Some(llmobserve::server::Workers::start(n, "baseline")?),
+    };
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -42,21 +45,58 @@ pub async fn start(upstream: SocketAddr) -> std::io::Result<SocketAddr> {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let client = client.clone();
             let authority = authority.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let client = client.clone();
-                    let authority = authority.clone();
-                    async move { Ok::<_, Infallible>(forward(&client, authority, req).await) }
-                });
-                let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                b.http1().keep_alive(true);
-                let _ = b.serve_connection(TokioIo::new(stream), svc).await;
-            });
+            match &workers {
+                None => {
+                    tokio::spawn(serve_conn(stream, client.clone(), authority));
+                }
+                // As LLMObserve does: the socket moves to the worker's reactor, and each
+                // worker forwards with its own client.
+                Some(w) => {
+                    let Ok(std_stream) = stream.into_std() else {
+                        continue;
+                    };
+                    w.spawn(async move {
+                        let Ok(stream) = tokio::net::TcpStream::from_std(std_stream) else {
+                            return;
+                        };
+                        let client = LOCAL.with(|c| c.get_or_init(new_client).clone());
+                        serve_conn(stream, client, authority).await;
+                    });
+                }
+            }
         }
     });
     Ok(addr)
+}
+
+thread_local! {
+    /// The client of the worker running this thread.
+    static LOCAL: std::cell::OnceCell<Forwarder> = const { std::cell::OnceCell::new() };
+}
+
+fn new_client() -> Forwarder {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .build(http)
+}
+
+async fn serve_conn(
+    stream: tokio::net::TcpStream,
+    client: Forwarder,
+    authority: http::uri::Authority,
+) {
+    let svc = hyper::service::service_fn(move |req| {
+        let client = client.clone();
+        let authority = authority.clone();
+        async move { Ok::<_, Infallible>(forward(&client, authority, req).await) }
+    });
+    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    b.http1().keep_alive(true);
+    let _ = b.serve_connection(TokioIo::new(stream), svc).await;
 }
 
 async fn forward(

@@ -73,6 +73,11 @@ struct Cli {
     /// Events bulk-loaded for the stats and restart measurements.
     #[arg(long)]
     store_events: Option<u64>,
+    /// Worker threads of the pass-through, each with its own current-thread runtime as
+    /// LLMObserve's proxy runs (default: one per core). 0 runs it on one multi-thread
+    /// runtime instead, as a `#[tokio::main]` forwarder would.
+    #[arg(long)]
+    baseline_workers: Option<usize>,
     /// Targets to measure (for profiling one of them): direct, pass-through, llmobserve.
     #[arg(long, value_delimiter = ',')]
     targets: Option<Vec<String>>,
@@ -110,6 +115,9 @@ enum Serve {
         upstream: Option<SocketAddr>,
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Baseline only: its worker threads (0: the multi-thread runtime alone).
+        #[arg(long)]
+        workers: Option<usize>,
     },
 }
 
@@ -126,9 +134,10 @@ fn main() -> anyhow::Result<()> {
         role,
         upstream,
         data_dir,
+        workers,
     }) = cli.serve
     {
-        return serve(role, upstream, data_dir);
+        return serve(role, upstream, data_dir, workers);
     }
     // The load generator: one thread, like `wrk -t1`, leaving the cores to the servers.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -145,6 +154,7 @@ fn serve(
     role: Role,
     upstream: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    workers: Option<usize>,
 ) -> anyhow::Result<()> {
     let rt = match role {
         // The mock is shared by every target; one worker keeps it from taking both cores.
@@ -162,7 +172,8 @@ fn serve(
             Role::Mock => format!("READY {}", mock::start().await?.addr),
             Role::Baseline => {
                 let up = upstream.context("--upstream")?;
-                format!("READY {}", baseline::start(up).await?)
+                let workers = workers.unwrap_or_else(one_per_core);
+                format!("READY {}", baseline::start(up, workers).await?)
             }
             Role::Llmobserve => {
                 let up = upstream.context("--upstream")?;
@@ -192,6 +203,10 @@ fn serve(
     });
     rt.shutdown_timeout(Duration::from_millis(100));
     r
+}
+
+fn one_per_core() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 #[allow(clippy::print_stdout)]
@@ -474,7 +489,14 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let up = vec!["--upstream".to_owned(), mock.addr.to_string()];
-    let base = spawn_role("baseline", &up, None).await?;
+    let mut base_args = up.clone();
+    base_args.extend([
+        "--workers".to_owned(),
+        cli.baseline_workers
+            .unwrap_or_else(one_per_core)
+            .to_string(),
+    ]);
+    let base = spawn_role("baseline", &base_args, None).await?;
     let llmo_dir = tmp.path().join("llmobserve");
     let mut llmo_args = up.clone();
     llmo_args.extend(["--data-dir".to_owned(), llmo_dir.display().to_string()]);
