@@ -32,6 +32,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         proxy = %format!("{scheme}://{}", app.proxy_addr),
         dashboard = %format!("{scheme}://{}", app.admin_addr),
         data_dir = %app.state.config.data_dir.display(),
+        proxy_workers = app.state.config.proxy_workers,
         "llmobserve is up: sign up in the dashboard, then point your SDK's base URL at the proxy"
     );
     wait_for_signal().await;
