@@ -846,29 +846,44 @@ async fn upstream_errors_pass_through_byte_for_byte_and_are_recorded() {
     assert_eq!(ev[1].status, 429);
 }
 
-#[tokio::test]
-async fn client_disconnect_mid_stream_cancels_upstream_and_records_cancelled() {
+/// An Anthropic stream answered by `reply` (the Messages stream fixture, one event a
+/// chunk), through an app set up by `tweak`: returns the response once its first event
+/// (`message_start`, with the input usage) has been read.
+async fn anthropic_stream_started(
+    reply: impl FnOnce(Reply) -> Reply,
+    tweak: impl FnOnce(&mut llmobserve::config::Config),
+) -> (
+    MockUpstreamHandle,
+    TestApp,
+    common::app::Account,
+    reqwest::Response,
+) {
     let mock = MockUpstream::tls()
         .route(
             "POST",
             "/v1/messages",
-            Reply::sse(fixture("anthropic/messages_stream.sse"))
-                .chunked_by_event()
-                .delay_per_chunk(Duration::from_millis(150)),
+            reply(Reply::sse(fixture("anthropic/messages_stream.sse")).chunked_by_event()),
         )
         .start()
         .await;
-    let app = TestApp::spawn(&mock.base_url()).await;
-    let acct = app.account("cancel@example.com").await;
+    let app = TestApp::spawn_with(&mock.base_url(), tweak).await;
+    let acct = app.account("stream@example.com").await;
     let mut resp = app
         .passthrough("/anthropic/v1/messages", &acct.key)
         .body(MESSAGES)
         .send()
         .await
         .unwrap();
-    // Read the first event (message_start, with input usage), then hang up.
     let first = resp.chunk().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("message_start"));
+    (mock, app, acct, resp)
+}
+
+#[tokio::test]
+async fn client_disconnect_mid_stream_cancels_upstream_and_records_cancelled() {
+    let (mock, app, acct, resp) =
+        anthropic_stream_started(|r| r.delay_per_chunk(Duration::from_millis(150)), |_| {}).await;
+    // Hang up after the first event.
     drop(resp);
     mock.wait_for_cancelled(1, Duration::from_secs(5)).await;
     let e = app.only_event(&acct.user_id).await;
@@ -881,30 +896,12 @@ async fn client_disconnect_mid_stream_cancels_upstream_and_records_cancelled() {
 
 #[tokio::test]
 async fn a_stream_still_open_after_the_grace_period_is_recorded_at_shutdown() {
-    let mock = MockUpstream::tls()
-        .route(
-            "POST",
-            "/v1/messages",
-            // `message_start` (448 bytes, with the input usage), then silence.
-            Reply::sse(fixture("anthropic/messages_stream.sse"))
-                .chunked_by_event()
-                .stall_after(448),
-        )
-        .start()
-        .await;
-    let app = TestApp::spawn_with(&mock.base_url(), |c| {
-        c.shutdown_grace = Duration::from_millis(300);
-    })
+    // `message_start` (448 bytes), then silence until the proxy gives up at shutdown.
+    let (_mock, app, acct, resp) = anthropic_stream_started(
+        |r| r.stall_after(448),
+        |c| c.shutdown_grace = Duration::from_millis(300),
+    )
     .await;
-    let acct = app.account("grace@example.com").await;
-    let mut resp = app
-        .passthrough("/anthropic/v1/messages", &acct.key)
-        .body(MESSAGES)
-        .send()
-        .await
-        .unwrap();
-    let first = resp.chunk().await.unwrap().unwrap();
-    assert!(String::from_utf8_lossy(&first).contains("message_start"));
     let TestApp { app, dir, .. } = app;
     tokio::time::timeout(Duration::from_secs(10), app.shutdown())
         .await
