@@ -20,6 +20,10 @@ use crate::hash::FastMap;
 use model::{ApiKeyRecord, CostEvent, ProviderKeyRecord, Totals, User};
 use tables::*;
 
+/// Events inserted between two calls of the pacing hook of
+/// [`Store::write_events_pacing`]: about 50–100 µs of work.
+pub const PACE_EVENTS: usize = 32;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
@@ -322,6 +326,16 @@ impl Store {
     /// Writes events, their rollups and the keys' last-used times in one transaction.
     /// Only the writer thread (and tests that build data) call this.
     pub fn write_events(&self, events: &[CostEvent]) -> Result<()> {
+        self.write_events_pacing(events, || {})
+    }
+
+    /// [`Store::write_events`], calling `between` after every [`PACE_EVENTS`] events
+    /// inserted, so a background caller can give up its core between slices.
+    pub fn write_events_pacing(
+        &self,
+        events: &[CostEvent],
+        mut between: impl FnMut(),
+    ) -> Result<()> {
         let mut w = self.db.begin_write()?;
         w.set_durability(redb::Durability::Immediate)?;
         w.set_quick_repair(true);
@@ -330,7 +344,10 @@ impl Store {
             let mut rollups: FastMap<RollupKey<'_>, Totals> = FastMap::default();
             let mut last_used: FastMap<&str, i64> = FastMap::default();
             let mut buf = Vec::with_capacity(256);
-            for e in events {
+            for (n, e) in events.iter().enumerate() {
+                if n > 0 && n % PACE_EVENTS == 0 {
+                    between();
+                }
                 let id = ulid::Ulid::from_string(&e.id).map(u128::from).unwrap_or(0);
                 buf.clear();
                 codec::encode_event(e, &mut buf);

@@ -657,6 +657,33 @@ mod tests {
     }
 
     #[test]
+    fn pacing_is_called_between_slices_and_changes_nothing_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let events: Vec<CostEvent> = (0..100u128)
+            .map(|i| event(i, 1_000_000 + i as i64, Some("c")))
+            .collect();
+        let paced = Store::open(&dir.path().join("paced.redb")).unwrap();
+        let mut calls = 0;
+        paced.write_events_pacing(&events, || calls += 1).unwrap();
+        // After events 32, 64 and 96: never before the first or after the last.
+        assert_eq!(calls, (events.len() - 1) / crate::store::PACE_EVENTS);
+        let plain = Store::open(&dir.path().join("plain.redb")).unwrap();
+        plain.write_events(&events).unwrap();
+        let all = |s: &Store| s.events_desc("u1", None, usize::MAX, |_| true).unwrap();
+        assert_eq!(all(&paced), all(&plain));
+        assert_eq!(all(&paced).len(), 100);
+        let f = QueryFilter::all(10 * DAY_MS);
+        let totals = |s: &Store| {
+            let mut t = Totals::default();
+            s.visit_totals("u1", &f, Bucket::Day, |r| t.merge(&r.totals))
+                .unwrap();
+            t
+        };
+        assert_eq!(totals(&paced), totals(&plain));
+        assert_eq!(totals(&paced).calls, 100);
+    }
+
+    #[test]
     fn daily_and_hourly_paths_agree_and_old_files_are_backfilled() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.redb");

@@ -41,6 +41,16 @@ const MAX_WAITING: u64 = 65_536;
 /// writer ~10% of it, about what 40k events/s need. Raising it back needs privileges.
 const WRITER_NICE: i32 = 10;
 
+/// Events waiting behind the batch being written, below which the writer yields
+/// between slices of it (see `commit`).
+const YIELD_BELOW_BACKLOG: u64 = 1024;
+
+/// Whether the writer may give up its core now, with `backlog` events queued behind
+/// the batch it is writing.
+fn quiet(backlog: u64) -> bool {
+    backlog < YIELD_BELOW_BACKLOG
+}
+
 // Events travel unboxed: a box per call was one more allocation, freed on the writer's
 // thread (cross-thread frees are mimalloc's slow path).
 #[allow(clippy::large_enum_variant)]
@@ -262,7 +272,17 @@ fn commit(store: &Store, batch: &mut Vec<CostEvent>, stats: &WriterStats, stop: 
     let mut backoff = Duration::from_millis(50);
     let mut attempts_after_stop = 0;
     loop {
-        match store.write_events(batch) {
+        let batch_len = batch.len() as u64;
+        // At light load the writer gives its core away between slices of the batch, so
+        // a proxy worker woken on that core runs within one slice rather than after the
+        // whole commit. Once events queue up behind the batch it stops yielding: under
+        // saturation the yields would slow it and grow the queue.
+        let pause = || {
+            if quiet(stats.queue_depth().saturating_sub(batch_len)) {
+                std::thread::yield_now();
+            }
+        };
+        match store.write_events_pacing(batch, pause) {
             Ok(()) => {
                 stats
                     .written
@@ -319,6 +339,14 @@ mod tests {
             return rest.split_whitespace().nth(19 - 3)?.parse().ok();
         }
         None
+    }
+
+    #[test]
+    fn the_writer_yields_only_while_little_is_queued_behind_it() {
+        assert!(quiet(0));
+        assert!(quiet(YIELD_BELOW_BACKLOG - 1));
+        assert!(!quiet(YIELD_BELOW_BACKLOG));
+        assert!(!quiet(u64::MAX));
     }
 
     #[tokio::test]
