@@ -229,10 +229,10 @@ pub enum ConfigError {
     BadLimit(&'static str),
 }
 
-/// Validated configuration.
 /// More worker threads than this is a typo, not a machine.
 const MAX_PROXY_WORKERS: usize = 256;
 
+/// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub proxy_addr: SocketAddr,
@@ -318,7 +318,7 @@ impl Config {
             body_idle_timeout: Duration::from_millis(a.body_idle_timeout_ms),
             max_connections: a.max_connections,
             proxy_workers: match a.proxy_workers {
-                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                0 => crate::server::one_per_core(),
                 n => n,
             },
             max_buffered_request_bytes: a.max_buffered_request_bytes,
@@ -404,8 +404,11 @@ mod tests {
         assert_eq!(c.body_idle_timeout, Duration::from_secs(30));
         assert_eq!(c.max_connections, 1024);
         assert!(c.max_buffered_request_bytes >= c.max_body_bytes);
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        assert_eq!(c.proxy_workers, cores, "0 means one worker per core");
+        assert_eq!(
+            c.proxy_workers,
+            crate::server::one_per_core(),
+            "0 means one worker per core"
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use body::{BodyError, RequestBody};
 use supervise::Supervised;
-pub use workers::{Workers, current as current_worker};
+pub use workers::{Workers, current as current_worker, one_per_core};
 
 use crate::config::Config;
 
@@ -208,18 +208,9 @@ pub async fn serve<H, Fut, B>(
             None => {
                 tokio::spawn(conn.run(stream, service));
             }
-            // The socket leaves this runtime's reactor and joins the worker's.
-            Some(workers) => match stream.into_std() {
-                Ok(stream) => workers.spawn(async move {
-                    match TcpStream::from_std(stream) {
-                        Ok(stream) => conn.run(stream, service).await,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not hand a connection to a worker")
-                        }
-                    }
-                }),
-                Err(e) => tracing::warn!(error = %e, "could not hand a connection to a worker"),
-            },
+            Some(workers) => {
+                workers.serve_connection(stream, move |stream| conn.run(stream, service));
+            }
         }
     }
     drop(listener);

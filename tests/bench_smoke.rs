@@ -41,7 +41,7 @@ async fn llmobserve_keeps_up_with_a_plain_proxy() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let upstream = mock::start().await.unwrap();
     // The forwarder on thread-per-core runtimes, like LLMObserve's proxy.
-    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let workers = llmobserve::server::one_per_core();
     let plain = baseline::start(upstream.addr, workers).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = llmobserve::config::Config::for_data_dir(dir.path())

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
@@ -29,6 +30,11 @@ thread_local! {
 /// The index of the worker running the calling thread, if it is one.
 pub fn current() -> Option<usize> {
     INDEX.with(Cell::get)
+}
+
+/// The default number of workers: one per core the process may use.
+pub fn one_per_core() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// Running worker threads. Dropping this stops them without waiting; [`Workers::stop`]
@@ -72,21 +78,32 @@ impl Workers {
         Ok(w)
     }
 
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
     /// Runs `task` on the next worker in turn.
-    pub fn spawn<F>(&self, task: F)
+    fn spawn<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
         drop(self.handles[i].spawn(task));
+    }
+
+    /// Serves an accepted connection on the next worker: the socket leaves the calling
+    /// runtime's reactor and joins the worker's, where `serve` runs with it.
+    pub fn serve_connection<F, Fut>(&self, stream: TcpStream, serve: F)
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => return handoff_failed(&e),
+        };
+        self.spawn(async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve(stream).await,
+                Err(e) => handoff_failed(&e),
+            }
+        });
     }
 
     /// Stops every worker and waits for its thread. Tasks still running are dropped
@@ -103,6 +120,10 @@ impl Workers {
     }
 }
 
+fn handoff_failed(e: &std::io::Error) {
+    tracing::warn!(error = %e, "could not hand a connection to a worker");
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -117,7 +138,6 @@ mod tests {
     #[tokio::test]
     async fn tasks_go_round_robin_and_each_knows_its_worker() {
         let w = Workers::start(2, "t-rr").unwrap();
-        assert_eq!(w.len(), 2);
         assert_eq!(current(), None);
         let mut seen = Vec::new();
         for _ in 0..4 {

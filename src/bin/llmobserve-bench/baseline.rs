@@ -50,20 +50,11 @@ pub async fn start(upstream: SocketAddr, workers: usize) -> std::io::Result<Sock
                 None => {
                     tokio::spawn(serve_conn(stream, client.clone(), authority));
                 }
-                // As LLMObserve does: the socket moves to the worker's reactor, and each
-                // worker forwards with its own client.
-                Some(w) => {
-                    let Ok(std_stream) = stream.into_std() else {
-                        continue;
-                    };
-                    w.spawn(async move {
-                        let Ok(stream) = tokio::net::TcpStream::from_std(std_stream) else {
-                            return;
-                        };
-                        let client = LOCAL.with(|c| c.get_or_init(new_client).clone());
-                        serve_conn(stream, client, authority).await;
-                    });
-                }
+                // As LLMObserve does, each worker forwarding with its own client.
+                Some(w) => w.serve_connection(stream, move |stream| async move {
+                    let client = LOCAL.with(|c| c.get_or_init(new_client).clone());
+                    serve_conn(stream, client, authority).await;
+                }),
             }
         }
     });

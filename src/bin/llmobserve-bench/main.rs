@@ -172,7 +172,7 @@ fn serve(
             Role::Mock => format!("READY {}", mock::start().await?.addr),
             Role::Baseline => {
                 let up = upstream.context("--upstream")?;
-                let workers = workers.unwrap_or_else(one_per_core);
+                let workers = workers.unwrap_or_else(llmobserve::server::one_per_core);
                 format!("READY {}", baseline::start(up, workers).await?)
             }
             Role::Llmobserve => {
@@ -203,10 +203,6 @@ fn serve(
     });
     rt.shutdown_timeout(Duration::from_millis(100));
     r
-}
-
-fn one_per_core() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 #[allow(clippy::print_stdout)]
@@ -493,7 +489,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
     base_args.extend([
         "--workers".to_owned(),
         cli.baseline_workers
-            .unwrap_or_else(one_per_core)
+            .unwrap_or_else(llmobserve::server::one_per_core)
             .to_string(),
     ]);
     let base = spawn_role("baseline", &base_args, None).await?;
