@@ -378,16 +378,21 @@ fn event_segments(body: &[u8]) -> Vec<&[u8]> {
 }
 
 /// Whether an event (decoded on its own) is the `choices: []` + `usage` chunk.
+///
+/// The members are read raw, not as `Value`: `Value` refuses a number beyond f64's range
+/// (`"created":176E0533390`), which is still JSON, and which clients read (as infinity).
+/// A later duplicate key wins, as in `Value` and in JavaScript.
 fn is_usage_event(segment: &[u8]) -> bool {
+    type Members = std::collections::HashMap<String, Box<serde_json::value::RawValue>>;
     let (events, _) = sse_decode(1 << 20, &[segment]);
     events.iter().any(|(_, data)| {
         // Lossy, as a client's text decoding would be: invalid UTF-8 inside a string
         // does not make the usage chunk something else.
-        serde_json::from_str::<Value>(&String::from_utf8_lossy(data)).is_ok_and(|v| {
-            v.get("choices")
-                .and_then(Value::as_array)
-                .is_some_and(Vec::is_empty)
-                && v.get("usage").is_some_and(|u| !u.is_null())
+        serde_json::from_str::<Members>(&String::from_utf8_lossy(data)).is_ok_and(|m| {
+            m.get("choices")
+                .and_then(|c| serde_json::from_str::<Vec<serde::de::IgnoredAny>>(c.get()).ok())
+                .is_some_and(|c| c.is_empty())
+                && m.get("usage").is_some_and(|u| u.get() != "null")
         })
     })
 }
