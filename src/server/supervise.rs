@@ -6,17 +6,11 @@
 //! shutdown receiver and their wakers were ~9k instructions of a 22-chunk stream. Here
 //! the watchers run under a waker of their own and are polled only after it fired.
 //!
-//! The connection itself runs under an [`InPlace`] waker: hyper wakes the connection's
-//! task from inside its own poll whenever a handler reads a request body (the body's
-//! "want" signal goes to the dispatcher, which is the same task). tokio answers a task
-//! woken during its poll as a yield: it queues it last and wakes another worker to
-//! steal it, so at one connection every call hopped between the two workers (callgrind:
-//! ~1.8 such wakes a call, none in a plain pass-through). A wake from inside the poll is
-//! now answered by polling again at once, on the same worker; wakes from other tasks
-//! still go through the scheduler (polling in place for those made streams batch fewer
-//! chunks per write and cost ~4% more CPU at 64 connections).
+//! The connection itself is polled with the task's own waker. (Until the proxy became
+//! thread-per-core it ran under a waker that answered hyper's wakes from inside its own
+//! poll by polling again in place, so a call did not hop between the workers of a shared
+//! runtime; on current-thread workers that made no measurable difference and it went.)
 
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,89 +34,8 @@ pub(super) struct Supervised<C> {
     watch: SideFuture,
     side: Arc<SideWaker>,
     side_waker: Waker,
-    in_place: Arc<InPlace>,
-    in_place_waker: Waker,
-    /// The connection task's waker as last handed to `side` and `in_place`.
+    /// The connection task's waker as last handed to `side`.
     task: Option<Waker>,
-}
-
-/// Most polls in a row [`InPlace`] gives a connection that keeps waking itself before it
-/// hands the wake to the scheduler, as hyper's own yield (after 16 busy rounds) expects.
-/// A wake after tokio's cooperative budget ran out goes to the scheduler at once.
-const IN_PLACE_ROUNDS: usize = 4;
-
-thread_local! {
-    /// The [`InPlace`] being polled on this thread, by address (0: none).
-    static POLLING: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Marks this thread as polling an [`InPlace`] until dropped, also when the poll panics
-/// (a stale mark would swallow a later wake of whatever reuses the address).
-struct Polling(usize);
-
-impl Polling {
-    fn enter(me: usize) -> Polling {
-        Polling(POLLING.replace(me))
-    }
-}
-
-impl Drop for Polling {
-    fn drop(&mut self) {
-        POLLING.set(self.0);
-    }
-}
-
-/// The waker the connection is polled with. A wake from inside its own poll (same
-/// thread, while it runs) is noted and answered by one more poll in place; any other
-/// wake goes to the task's waker as before, so wakes from other tasks (a stream's
-/// chunks) still let the task batch up work before it runs again.
-struct InPlace {
-    woken: AtomicBool,
-    task: TaskSlot,
-}
-
-impl Wake for InPlace {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if POLLING.with(Cell::get) == Arc::as_ptr(self) as usize {
-            self.woken.store(true, Ordering::Relaxed);
-            return;
-        }
-        self.task.wake();
-    }
-}
-
-impl InPlace {
-    /// Polls `f` under `waker` (this `InPlace`'s), again at once while it woke itself
-    /// during the poll, at most [`IN_PLACE_ROUNDS`] times; after that the task is woken.
-    fn poll<T>(
-        &self,
-        waker: &Waker,
-        cx: &mut Context<'_>,
-        mut f: impl FnMut(&mut Context<'_>) -> Poll<T>,
-    ) -> Poll<T> {
-        let me = std::ptr::from_ref(self) as usize;
-        let mut inner = Context::from_waker(waker);
-        for _ in 0..IN_PLACE_ROUNDS {
-            self.woken.store(false, Ordering::Relaxed);
-            let polled = {
-                let _mark = Polling::enter(me);
-                f(&mut inner)
-            };
-            if polled.is_ready() || !self.woken.load(Ordering::Relaxed) {
-                return polled;
-            }
-            // Out of tokio's budget, the resources would only say "yield" again.
-            if !tokio::task::coop::has_budget_remaining() {
-                break;
-            }
-        }
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
 }
 
 /// Wakes the connection's task on behalf of the watchers, and records that it did.
@@ -188,17 +101,11 @@ impl<C: GracefulConnection> Supervised<C> {
             // Still closed when idle while it winds down.
             idle.await;
         });
-        let in_place = Arc::new(InPlace {
-            woken: AtomicBool::new(false),
-            task: TaskSlot::default(),
-        });
         Supervised {
             conn: Box::pin(conn),
             watch,
             side_waker: Waker::from(side.clone()),
             side,
-            in_place_waker: Waker::from(in_place.clone()),
-            in_place,
             task: None,
         }
     }
@@ -225,7 +132,6 @@ impl<C: GracefulConnection> Future for Supervised<C> {
         if !this.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             let w = cx.waker().clone();
             this.side.task.set(&w);
-            this.in_place.task.set(&w);
             this.task = Some(w);
         }
         if this.side.fired.swap(false, Ordering::AcqRel) {
@@ -238,9 +144,7 @@ impl<C: GracefulConnection> Future for Supervised<C> {
                 this.conn.as_mut().graceful_shutdown();
             }
         }
-        let conn = &mut this.conn;
-        this.in_place
-            .poll(&this.in_place_waker, cx, |inner| conn.as_mut().poll(inner))
+        this.conn.as_mut().poll(cx)
     }
 }
 
@@ -313,120 +217,6 @@ mod tests {
 
     fn request() -> Request<Full<Bytes>> {
         Request::get("/").body(Full::default()).unwrap()
-    }
-
-    /// Counts the wakes it gets.
-    #[derive(Default)]
-    struct Counter(std::sync::atomic::AtomicUsize);
-
-    impl Wake for Counter {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    /// A task (counting its wakes), its waker, and an `InPlace` forwarding to it with its
-    /// own waker.
-    fn in_place() -> (Arc<Counter>, Waker, Arc<InPlace>, Waker) {
-        let task = Arc::new(Counter::default());
-        let outer = Waker::from(task.clone());
-        let p = Arc::new(InPlace {
-            woken: AtomicBool::new(false),
-            task: TaskSlot::default(),
-        });
-        p.task.set(&outer);
-        let w = Waker::from(p.clone());
-        (task, outer, p, w)
-    }
-
-    #[test]
-    fn a_wake_from_inside_the_poll_is_answered_in_place() {
-        let (task, outer, p, w) = in_place();
-        let mut cx = Context::from_waker(&outer);
-        // Wakes itself on its first two polls (as hyper does when a handler reads the
-        // request body), ready on the third.
-        let mut polls = 0;
-        let got = p.poll(&w, &mut cx, |cx| {
-            polls += 1;
-            if polls < 3 {
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            } else {
-                Poll::Ready(polls)
-            }
-        });
-        assert_eq!(got, Poll::Ready(3));
-        assert_eq!(task.0.load(Ordering::SeqCst), 0, "the task was woken");
-
-        // One that never stops waking itself is polled a bounded number of times, then
-        // left to the scheduler.
-        let mut polls = 0;
-        let got = p.poll(&w, &mut cx, |cx| {
-            polls += 1;
-            cx.waker().wake_by_ref();
-            Poll::<()>::Pending
-        });
-        assert_eq!((got, polls), (Poll::Pending, IN_PLACE_ROUNDS));
-        assert_eq!(task.0.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn a_task_out_of_budget_yields_to_the_scheduler() {
-        let (task, outer, p, w) = in_place();
-        let mut cx = Context::from_waker(&outer);
-        // Spend the task's budget, as a long burst of ready I/O would.
-        while tokio::task::coop::has_budget_remaining() {
-            tokio::task::coop::consume_budget().await;
-        }
-        let mut polls = 0;
-        let got = p.poll(&w, &mut cx, |cx| {
-            polls += 1;
-            cx.waker().wake_by_ref();
-            Poll::<()>::Pending
-        });
-        assert_eq!((got, polls), (Poll::Pending, 1));
-        assert_eq!(task.0.load(Ordering::SeqCst), 1);
-    }
-
-    #[test]
-    fn a_panicking_poll_leaves_the_thread_unmarked() {
-        let (task, outer, p, w) = in_place();
-        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut cx = Context::from_waker(&outer);
-            let _ = p.poll(&w, &mut cx, |_| -> Poll<()> { panic!("in the poll") });
-        }));
-        assert!(caught.is_err());
-        assert_eq!(POLLING.with(Cell::get), 0);
-        // So a later wake on this thread reaches the task.
-        w.wake_by_ref();
-        assert_eq!(task.0.load(Ordering::SeqCst), 1);
-    }
-
-    #[test]
-    fn a_wake_from_outside_the_poll_goes_to_the_task() {
-        let (task, outer, p, w) = in_place();
-        let mut cx = Context::from_waker(&outer);
-        let mut kept = None;
-        let got = p.poll(&w, &mut cx, |cx| {
-            kept = Some(cx.waker().clone());
-            Poll::<()>::Pending
-        });
-        assert_eq!(got, Poll::Pending);
-        let kept = kept.unwrap();
-        // After the poll, on this thread.
-        kept.wake_by_ref();
-        assert_eq!(task.0.load(Ordering::SeqCst), 1);
-        // From another thread during a poll: not this poll's own wake, so it goes to
-        // the task (and the poll is not repeated).
-        let mut polls = 0;
-        let got = p.poll(&w, &mut cx, |_| {
-            polls += 1;
-            let k = kept.clone();
-            std::thread::spawn(move || k.wake()).join().unwrap();
-            Poll::<()>::Pending
-        });
-        assert_eq!((got, polls), (Poll::Pending, 1));
-        assert_eq!(task.0.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test(start_paused = true)]
