@@ -198,6 +198,48 @@ async fn an_upstream_that_never_answers_is_a_504_at_the_first_byte_timeout() {
     assert_one_event_per_authenticated_request(&app, 1).await;
 }
 
+/// A client that gives up while the upstream is still thinking (a client-side timeout
+/// on a slow call) leaves a `cancelled` event, and the upstream request is dropped.
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_is_recorded_as_cancelled() {
+    let mock = MockUpstream::tls()
+        .route(
+            "POST",
+            "/v1/chat/completions",
+            Reply::json(200, fixture("openai/chat_completion.json"))
+                .delay_headers(Duration::from_secs(60)),
+        )
+        .start()
+        .await;
+    let app = TestApp::spawn(&mock.base_url()).await;
+    let acct = app.account("impatient@example.com").await;
+    let gave_up = Duration::from_millis(300);
+    let r = app
+        .http
+        .post(app.url("/v1/chat/completions"))
+        .header("x-llmobserve-key", &acct.key)
+        .header("authorization", "Bearer sk-provider")
+        .header("x-customer-id", "alice")
+        .timeout(gave_up)
+        .body(CHAT)
+        .send()
+        .await;
+    assert!(r.is_err_and(|e| e.is_timeout()), "the client gave up");
+
+    let e = app.only_event(&acct.user_id).await;
+    assert_eq!((e.status, e.outcome), (499, Outcome::Cancelled));
+    assert_no_usage(&e);
+    assert_eq!(e.customer_id.as_deref(), Some("alice"));
+    assert_eq!(e.model.as_deref(), Some("gpt-4o"), "from the request");
+    let waited = Duration::from_millis(e.latency_ms);
+    assert!(
+        waited >= gave_up && waited < gave_up + SLACK,
+        "recorded after {waited:?}"
+    );
+    assert_eq!(mock.request_count(), 1);
+    assert_one_event_per_authenticated_request(&app, 1).await;
+}
+
 #[tokio::test]
 async fn a_stream_that_stalls_is_aborted_at_the_idle_timeout_with_its_bytes_intact() {
     let sse = fixture("anthropic/messages_stream.sse");

@@ -187,12 +187,26 @@ impl UsageParser for NotBilled {
 
 /// Records an event for a call that never produced an upstream body
 /// (refused by the proxy after authentication, or upstream unreachable).
-pub fn record_without_body(mut ctx: CallCtx, status: u16) {
+pub fn record_without_body(ctx: CallCtx, status: u16) {
+    record_unanswered(ctx, status, Outcome::ProxyError);
+}
+
+/// Status recorded for a call whose client went away before the upstream answered
+/// (nginx's "client closed request"): no upstream status exists.
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// Records a call whose client went away before the upstream's answer reached it. The
+/// upstream request, if sent, is dropped with the handler: cancelled upstream too.
+pub fn record_cancelled_before_answer(ctx: CallCtx) {
+    record_unanswered(ctx, CLIENT_CLOSED_REQUEST, Outcome::Cancelled);
+}
+
+fn record_unanswered(mut ctx: CallCtx, status: u16, outcome: Outcome) {
     let latency_ms = elapsed_ms(ctx.started);
     let event = build_event(
         &mut ctx,
         status,
-        Outcome::ProxyError,
+        outcome,
         false,
         latency_ms,
         None,

@@ -44,8 +44,8 @@ pub async fn handle(state: AppState, req: Request<RequestBody>) -> Response<Prox
     let started = Instant::now();
     let ts_ms = crate::time::now_ms();
     let mut dialect = Dialect::OpenAi;
-    let mut ctx_slot: Option<CallCtx> = None;
-    match handle_inner(&state, req, started, ts_ms, &mut dialect, &mut ctx_slot).await {
+    let mut pending = PendingCall(None);
+    match handle_inner(&state, req, started, ts_ms, &mut dialect, &mut pending.0).await {
         Ok(resp) => resp,
         Err(e) => {
             let status = e.status();
@@ -55,12 +55,25 @@ pub async fn handle(state: AppState, req: Request<RequestBody>) -> Response<Prox
                 }
                 _ => tracing::debug!(error = %e, status = status.as_u16(), "request refused"),
             }
-            match ctx_slot.take() {
+            match pending.0.take() {
                 // Authenticated: the call is an event even though it went nowhere.
                 Some(ctx) => meter::record_without_body(ctx, status.as_u16()),
                 None => state.metrics.record_rejected(status.as_u16()),
             }
             e.to_response(dialect).map(|b| Either::Right(Full::new(b)))
+        }
+    }
+}
+
+/// An authenticated call until the meter takes it over. If the client goes away while
+/// the proxy still waits (for the request body or the upstream's headers), hyper drops
+/// the handler's future, and with it this guard: the call is recorded as `cancelled`.
+struct PendingCall(Option<CallCtx>);
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        if let Some(ctx) = self.0.take() {
+            meter::record_cancelled_before_answer(ctx);
         }
     }
 }
@@ -78,7 +91,10 @@ async fn handle_inner(
     // Route: the upstream comes from the table and nothing else.
     let path = parts.uri.path();
     let (provider, rest) = route::split(path).ok_or(ProxyError::UnknownRoute)?;
-    *dialect = provider.dialect();
+    // Errors take the shape of the endpoint called: `/gemini/v1beta/openai/...` is
+    // used with OpenAI's SDK and gets OpenAI's error JSON.
+    let endpoint = Endpoint::from_path(rest);
+    *dialect = endpoint.dialect(provider);
     if route::has_dot_segment(rest) {
         return Err(ProxyError::DotSegment);
     }
@@ -98,7 +114,6 @@ async fn handle_inner(
             .collect();
         return Err(ProxyError::UpgradeRefused(shown));
     }
-    let endpoint = Endpoint::from_path(rest);
 
     // Authenticate: a memory lookup.
     let Authed { owner, mode } =
@@ -243,17 +258,10 @@ async fn handle_inner(
 }
 
 /// Providers whose OpenAI-style streams carry usage only when asked
-/// (`stream_options.include_usage`). Mistral and Groq send it anyway; OpenRouter
-/// ignores the option.
+/// (`stream_options.include_usage`), the OpenAI-compatible endpoints of Anthropic and
+/// Gemini included. Mistral and Groq send it anyway; OpenRouter ignores the option.
 fn injects_usage(p: Provider) -> bool {
-    !matches!(
-        p,
-        Provider::Anthropic
-            | Provider::Gemini
-            | Provider::Mistral
-            | Provider::Groq
-            | Provider::OpenRouter
-    )
+    !matches!(p, Provider::Mistral | Provider::Groq | Provider::OpenRouter)
 }
 
 /// Managed mode: removes the `llmo_sk_` key and attaches the account's provider key in
