@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::app::TestApp;
 use common::mock_upstream::{MockUpstream, MockUpstreamHandle, Reply, fixture};
+use llmobserve::providers::Provider;
 use llmobserve::store::model::{Outcome, UsageStatus};
 
 /// Serves the fixture named by the request's `x-test-fixture` header (forwarded by the
@@ -434,10 +435,37 @@ async fn every_fixture_is_forwarded_byte_for_byte_and_metered_exactly() {
 
 #[tokio::test]
 async fn stream_without_include_usage_is_asked_for_usage_and_the_extra_chunk_is_hidden() {
+    usage_is_injected_and_hidden(
+        "/v1/chat/completions",
+        "/v1/chat/completions",
+        Provider::OpenAi,
+    )
+    .await;
+}
+
+/// The OpenAI-compatible endpoints of Gemini and Anthropic take `stream_options` too
+/// (PROVIDERS.md §6), and without it their streams carry no usage.
+#[tokio::test]
+async fn openai_compatible_streams_of_gemini_and_anthropic_are_asked_for_usage_too() {
+    usage_is_injected_and_hidden(
+        "/gemini/v1beta/openai/chat/completions",
+        "/v1beta/openai/chat/completions",
+        Provider::Gemini,
+    )
+    .await;
+    usage_is_injected_and_hidden(
+        "/anthropic/v1/chat/completions",
+        "/v1/chat/completions",
+        Provider::Anthropic,
+    )
+    .await;
+}
+
+async fn usage_is_injected_and_hidden(route: &str, upstream_path: &str, provider: Provider) {
     let mock = MockUpstream::tls()
         .route(
             "POST",
-            "/v1/chat/completions",
+            upstream_path,
             Reply::func(|req| {
                 let asked = req.body_json()["stream_options"]["include_usage"] == true;
                 let name = if asked {
@@ -455,7 +483,7 @@ async fn stream_without_include_usage_is_asked_for_usage_and_the_extra_chunk_is_
     let body =
         r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     let got = app
-        .passthrough("/v1/chat/completions", &acct.key)
+        .passthrough(route, &acct.key)
         .header("authorization", "Bearer sk-own")
         .body(body)
         .send()
@@ -480,10 +508,14 @@ async fn stream_without_include_usage_is_asked_for_usage_and_the_extra_chunk_is_
     let u = e.usage.expect("usage read from the injected chunk");
     assert_eq!((u.input_tokens, u.output_tokens), (24, 8));
     assert_eq!(e.usage_status, UsageStatus::Reported);
-    assert_eq!(
-        e.cost.map(|c| c.to_string()).as_deref(),
-        COST_4O_MINI_STREAM
-    );
+    assert_eq!(e.provider, provider);
+    // The fixture's model is OpenAI's, priced only under `openai`.
+    if provider == Provider::OpenAi {
+        assert_eq!(
+            e.cost.map(|c| c.to_string()).as_deref(),
+            COST_4O_MINI_STREAM
+        );
+    }
 }
 
 #[tokio::test]
@@ -575,7 +607,6 @@ async fn managed_mode_swaps_the_key_in_every_slot() {
         .await;
     let app = TestApp::spawn(&mock.base_url()).await;
     let acct = app.account("managed@example.com").await;
-    use llmobserve::providers::Provider;
     for (p, k) in [
         (Provider::OpenAi, "sk-openai-stored"),
         (Provider::Anthropic, "sk-ant-stored"),
@@ -739,6 +770,33 @@ async fn bad_missing_and_revoked_keys_get_401_in_the_provider_shape_and_nothing_
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"]["status"], "UNAUTHENTICATED");
     assert_eq!(v["error"]["code"], 401);
+
+    // The shape follows the endpoint called, not the provider: Gemini's and Anthropic's
+    // OpenAI-compatible endpoints are used with OpenAI's SDK, DeepSeek's
+    // Anthropic-compatible one with Anthropic's.
+    for path in [
+        "/gemini/v1beta/openai/chat/completions",
+        "/anthropic/v1/chat/completions",
+    ] {
+        let r = send(path, Some(unknown.into())).await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "invalid_api_key", "{path}: {v}");
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{path}: {v}");
+    }
+    let r = send("/deepseek/anthropic/v1/messages", Some(unknown.into()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (&v["type"], &v["error"]["type"]),
+        (
+            &serde_json::json!("error"),
+            &serde_json::json!("authentication_error")
+        ),
+        "{v}"
+    );
 
     // The real key works, then stops working the moment it is revoked.
     let r = send("/v1/chat/completions", Some(acct.key.clone()))

@@ -155,6 +155,21 @@ impl Endpoint {
         }
     }
 
+    /// The wire dialect of this endpoint: an OpenAI-compatible endpoint of Anthropic or
+    /// Gemini speaks OpenAI (usage and error shapes alike), DeepSeek's Anthropic-compatible
+    /// `/messages` speaks Anthropic; only paths no endpoint names follow the provider.
+    pub fn dialect(self, provider: Provider) -> Dialect {
+        match self {
+            Endpoint::ChatCompletions
+            | Endpoint::Completions
+            | Endpoint::Embeddings
+            | Endpoint::Responses => Dialect::OpenAi,
+            Endpoint::Messages => Dialect::Anthropic,
+            Endpoint::GenerateContent | Endpoint::StreamGenerateContent => Dialect::Gemini,
+            Endpoint::Other => provider.dialect(),
+        }
+    }
+
     /// Classifies an upstream path (after the proxy prefix was stripped, query excluded).
     /// `/v1/chat/completions`, `/openai/deployments/d/chat/completions`,
     /// `/v1beta/models/gemini-2.5-pro:streamGenerateContent`, `/v1/messages`, ...
@@ -290,16 +305,7 @@ pub fn parser_for_with(
 ) -> Box<dyn UsageParser> {
     let json = limits.max_json_body_bytes;
     let event = limits.max_sse_event_bytes;
-    let dialect = match endpoint {
-        Endpoint::ChatCompletions
-        | Endpoint::Completions
-        | Endpoint::Embeddings
-        | Endpoint::Responses => Dialect::OpenAi,
-        Endpoint::Messages => Dialect::Anthropic,
-        Endpoint::GenerateContent | Endpoint::StreamGenerateContent => Dialect::Gemini,
-        Endpoint::Other => provider.dialect(),
-    };
-    match (dialect, streamed) {
+    match (endpoint.dialect(provider), streamed) {
         (Dialect::OpenAi, false) => Box::new(openai::OpenAiJsonParser::new(json)),
         (Dialect::OpenAi, true) if endpoint == Endpoint::Responses => {
             Box::new(openai::ResponsesStream::new(event))
