@@ -1059,7 +1059,10 @@ async fn invalid_customer_id_is_400_and_body_fields_attribute_calls() {
         .send()
         .await
         .unwrap();
+    // One event per authenticated call, the three refused ones included.
     let ev = app.wait_events(&acct.user_id, 5).await;
+    assert_eq!(ev.len(), 5);
+    assert!(ev[2..].iter().all(|e| e.status == 400));
     assert_eq!(ev[0].customer_id.as_deref(), Some("from-metadata"));
     assert_eq!(ev[1].customer_id.as_deref(), Some("from-body"));
 }
