@@ -1067,6 +1067,170 @@ async fn invalid_customer_id_is_400_and_body_fields_attribute_calls() {
     assert_eq!(ev[1].customer_id.as_deref(), Some("from-body"));
 }
 
+/// A request over HTTP/2 with prior knowledge: unlike HTTP/1.1, where spaces around a
+/// header value are optional whitespace the parser drops, h2 delivers the value as sent.
+async fn h2_post(
+    app: &TestApp,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &'static str,
+) -> (u16, serde_json::Value) {
+    use http_body_util::BodyExt;
+    let addr = app.app.proxy_addr;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::post(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            body.as_bytes(),
+        )))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+/// DESIGN: `X-Customer-Id` is 1–128 printable ASCII characters without a leading or
+/// trailing space; anything else is a 400 in the caller's provider shape and nothing is
+/// forwarded. (Control characters, non-ASCII and 129 characters are in the test above.)
+#[tokio::test]
+async fn customer_id_empty_or_with_edge_spaces_is_400_in_each_shape_and_128_printable_is_kept() {
+    let mock = MockUpstream::tls()
+        .json("/v1/chat/completions", "openai/chat_completion.json")
+        .json("/v1/messages", "anthropic/messages.json")
+        .json("/v1beta/models/*", "gemini/generate_content.json")
+        .start()
+        .await;
+    let app = TestApp::spawn(&mock.base_url()).await;
+    let acct = app.account("cust-edges@example.com").await;
+    let routes = [
+        ("/v1/chat/completions", CHAT),
+        ("/anthropic/v1/messages", MESSAGES),
+        (
+            "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+            GEMINI,
+        ),
+    ];
+    let shape = |route: &str, message: &str| match route {
+        "/v1/chat/completions" => serde_json::json!({"error": {
+            "message": message, "type": "invalid_request_error",
+            "param": null, "code": "invalid_request"}}),
+        "/anthropic/v1/messages" => serde_json::json!({"type": "error", "error": {
+            "type": "invalid_request_error", "message": message}}),
+        _ => serde_json::json!({"error": {
+            "code": 400, "message": message, "status": "INVALID_ARGUMENT"}}),
+    };
+    let mut refused = 0;
+    for (route, body) in routes {
+        // Empty: over HTTP/1.1 as any client sends it.
+        let r = app
+            .passthrough(route, &acct.key)
+            .header("x-customer-id", "")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{route}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v, shape(route, "invalid X-Customer-Id: empty"), "{route}");
+        refused += 1;
+        // Empty, leading and trailing space over h2, which keeps the spaces.
+        for (bad, why) in [
+            ("", "empty"),
+            (" alice", "leading or trailing space"),
+            ("alice ", "leading or trailing space"),
+            (" ", "leading or trailing space"),
+        ] {
+            let (status, v) = h2_post(
+                &app,
+                route,
+                &[("x-llmobserve-key", &acct.key), ("x-customer-id", bad)],
+                body,
+            )
+            .await;
+            assert_eq!(status, 400, "{route} {bad:?}");
+            assert_eq!(
+                v,
+                shape(route, &format!("invalid X-Customer-Id: {why}")),
+                "{route} {bad:?}"
+            );
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        mock.request_count(),
+        0,
+        "a refused call reached the upstream"
+    );
+
+    // HTTP/1.1 has no way to carry edge spaces: they are optional whitespace around the
+    // value, dropped by the parser, so the id that arrives is the trimmed one.
+    let r = app
+        .passthrough("/v1/chat/completions", &acct.key)
+        .header("x-customer-id", "  alice ")
+        .body(CHAT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+
+    // 128 printable characters, spaces inside, every kind of punctuation: accepted as is,
+    // over both protocols.
+    let printable: Vec<u8> = (b'!'..=b'~').chain(b" \"\\,;= ".iter().copied()).collect();
+    let long: String = printable
+        .iter()
+        .cycle()
+        .take(128)
+        .map(|&b| b as char)
+        .collect();
+    assert_eq!(long.len(), 128);
+    assert!(!long.starts_with(' ') && !long.ends_with(' '));
+    assert!(long.contains(' ') && long.contains('"') && long.contains('\\'));
+    let r = app
+        .passthrough("/v1/chat/completions", &acct.key)
+        .header("x-customer-id", &long)
+        .body(CHAT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    let (status, _) = h2_post(
+        &app,
+        "/anthropic/v1/messages",
+        &[("x-llmobserve-key", &acct.key), ("x-customer-id", &long)],
+        MESSAGES,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let reqs = mock.requests();
+    assert_eq!(reqs.len(), 3);
+    assert!(reqs.iter().all(|r| r.header("x-customer-id").is_none()));
+
+    let ev = app.wait_events(&acct.user_id, refused + 3).await;
+    assert_eq!(ev.len(), refused + 3);
+    assert_eq!(ev[0].customer_id.as_deref(), Some(long.as_str()));
+    assert_eq!(ev[0].outcome, Outcome::Ok);
+    assert_eq!(ev[1].customer_id.as_deref(), Some(long.as_str()));
+    assert_eq!(ev[2].customer_id.as_deref(), Some("alice"));
+    for e in &ev[3..] {
+        assert_eq!(e.status, 400);
+        assert_eq!(e.outcome, Outcome::ProxyError);
+        assert_eq!(e.customer_id, None, "a refused id is never stored");
+    }
+}
+
 #[tokio::test]
 async fn gzip_response_reaches_the_client_compressed_and_is_metered() {
     let mock = MockUpstream::tls()
