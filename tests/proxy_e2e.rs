@@ -822,6 +822,120 @@ async fn bad_missing_and_revoked_keys_get_401_in_the_provider_shape_and_nothing_
     assert_eq!(app.events(&acct.user_id).await.len(), 1);
 }
 
+/// DESIGN: the proxy strips the provider segment and appends the rest of the path, and
+/// the query, to the upstream base URL, whose own path stays in front (Groq's default is
+/// `https://api.groq.com/openai`, OpenRouter's `…/api`, Fireworks' `…/inference`).
+#[tokio::test]
+async fn upstream_base_urls_with_a_path_keep_it_in_front_of_the_forwarded_path() {
+    let fireworks_body = String::from_utf8(fixture("openai/chat_completion.json").to_vec())
+        .unwrap()
+        .replace(
+            "\"gpt-4o-2024-08-06\"",
+            "\"accounts/fireworks/models/llama-v3p3-70b-instruct\"",
+        );
+    let mock = MockUpstream::tls()
+        .sse("/openai/v1/chat/completions", "groq/chat_stream_x_groq.sse")
+        .json(
+            "/api/v1/chat/completions",
+            "openrouter/chat_completion.json",
+        )
+        .route(
+            "POST",
+            "/inference/v1/chat/completions",
+            Reply::json(200, fireworks_body.clone()),
+        )
+        .start()
+        .await;
+    let base = mock.base_url();
+    let app = TestApp::spawn_with(&base, |c| {
+        use llmobserve::config::BaseUrl;
+        for (p, path) in [
+            (Provider::Groq, "/openai"),
+            // A trailing slash must not double up.
+            (Provider::OpenRouter, "/api/"),
+            (Provider::Fireworks, "/inference"),
+        ] {
+            c.upstreams
+                .insert(p, BaseUrl::parse(&format!("{base}{path}")).unwrap());
+        }
+    })
+    .await;
+    let acct = app.account("basepath@example.com").await;
+    let calls = [
+        (
+            "/groq/v1/chat/completions?foo=bar&x=1",
+            r#"{"model":"llama-3.3-70b-versatile","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#,
+            "/openai/v1/chat/completions?foo=bar&x=1",
+            fixture("groq/chat_stream_x_groq.sse"),
+        ),
+        (
+            "/openrouter/v1/chat/completions?a=%2F&b=",
+            CHAT,
+            "/api/v1/chat/completions?a=%2F&b=",
+            fixture("openrouter/chat_completion.json"),
+        ),
+        (
+            "/fireworks/v1/chat/completions?q=1",
+            CHAT,
+            "/inference/v1/chat/completions?q=1",
+            bytes::Bytes::from(fireworks_body),
+        ),
+    ];
+    for (path, body, _, answer) in &calls {
+        let r = app
+            .passthrough(path, &acct.key)
+            .header("authorization", "Bearer sk-provider")
+            .header("content-type", "application/json")
+            .body(*body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(&r.bytes().await.unwrap(), answer, "{path}");
+    }
+    let reqs = mock.requests();
+    let got: Vec<&str> = reqs.iter().map(|r| r.path_and_query.as_str()).collect();
+    let want: Vec<&str> = calls.iter().map(|c| c.2).collect();
+    assert_eq!(got, want);
+    for (r, (_, body, _, _)) in reqs.iter().zip(&calls) {
+        assert_eq!(r.body, body.as_bytes(), "{}", r.path_and_query);
+    }
+
+    let ev = app.wait_events(&acct.user_id, 3).await;
+    let seen: Vec<(Provider, Option<&str>, Option<String>)> = ev
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e.provider,
+                e.model.as_deref(),
+                e.cost.map(|c| c.to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                Provider::Groq,
+                Some("llama-3.3-70b-versatile"),
+                COST_GROQ.map(str::to_owned)
+            ),
+            (
+                Provider::OpenRouter,
+                Some("anthropic/claude-sonnet-4.5"),
+                Some("0.0058704".to_owned())
+            ),
+            (
+                Provider::Fireworks,
+                Some("accounts/fireworks/models/llama-v3p3-70b-instruct"),
+                // No cached rate: 1536 × 0.90 + 212 × 0.90 = 1573.2 µ$
+                Some("0.0015732".to_owned())
+            ),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn unknown_routes_and_unset_azure_are_404() {
     let mock = MockUpstream::tls().start().await;
