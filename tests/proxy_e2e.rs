@@ -433,6 +433,110 @@ async fn every_fixture_is_forwarded_byte_for_byte_and_metered_exactly() {
     assert_eq!(mock.request_count(), cases().len());
 }
 
+/// PROVIDERS.md §6: without `alt=sse`, `streamGenerateContent` answers one JSON array of
+/// chunks (`[{…},\r\n{…}]`) delivered bit by bit. Each chunk carries a cumulative usage
+/// snapshot: the last one counts, never the sum.
+#[tokio::test]
+async fn gemini_stream_as_a_json_array_without_alt_sse_is_metered_exactly() {
+    let sse = String::from_utf8(fixture("gemini/stream_generate_content.sse").to_vec()).unwrap();
+    let chunks: Vec<&str> = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(chunks.len(), 3);
+    let array = format!("[{}]", chunks.join(",\r\n"));
+    let mock = MockUpstream::tls()
+        .route(
+            "POST",
+            "/v1beta/models/gemini-2.5-pro:streamGenerateContent",
+            Reply::json(200, array.clone()).chunked_every(61),
+        )
+        .start()
+        .await;
+    let app = TestApp::spawn(&mock.base_url()).await;
+    let acct = app.account("gemini-array@example.com").await;
+    let r = app
+        .passthrough(
+            "/gemini/v1beta/models/gemini-2.5-pro:streamGenerateContent",
+            &acct.key,
+        )
+        .header("x-goog-api-key", "AIza-own")
+        .body(GEMINI)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.bytes().await.unwrap(), array.as_bytes());
+    let req = &mock.requests()[0];
+    assert_eq!(req.query(), None, "no alt=sse added");
+    assert_eq!(req.body, GEMINI.as_bytes());
+
+    let e = app.only_event(&acct.user_id).await;
+    assert_eq!(e.provider, Provider::Gemini);
+    assert_eq!(e.model.as_deref(), Some("gemini-2.5-pro"));
+    assert_eq!(e.outcome, Outcome::Ok);
+    assert_eq!(e.usage_status, UsageStatus::Reported);
+    let u = e.usage.unwrap();
+    assert_eq!(
+        (
+            u.input_tokens,
+            u.cached_input_tokens,
+            u.cache_write_tokens(),
+            u.output_tokens,
+            u.reasoning_tokens
+        ),
+        (812, 0, 0, 574, 511)
+    );
+    assert_eq!(e.cost.map(|c| c.to_string()).as_deref(), COST_GEMINI_STREAM);
+    assert_eq!(e.to_api_json()["endpoint"], "streamGenerateContent");
+}
+
+/// The same array cut by a dying upstream after its second chunk: the last snapshot seen
+/// is kept as a lower bound, flagged partial.
+#[tokio::test]
+async fn gemini_json_array_stream_cut_short_keeps_the_last_snapshot_as_partial() {
+    let sse = String::from_utf8(fixture("gemini/stream_generate_content.sse").to_vec()).unwrap();
+    let chunks: Vec<&str> = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    let array = format!("[{}]", chunks.join(",\r\n"));
+    let cut = 1 + chunks[0].len() + 3 + chunks[1].len() + 3;
+    let mock = MockUpstream::tls()
+        .route(
+            "POST",
+            "/v1beta/models/*",
+            Reply::json(200, array).chunked_every(61).cut_after(cut),
+        )
+        .start()
+        .await;
+    let app = TestApp::spawn(&mock.base_url()).await;
+    let acct = app.account("gemini-array-cut@example.com").await;
+    let r = app
+        .passthrough(
+            "/gemini/v1beta/models/gemini-2.5-pro:streamGenerateContent",
+            &acct.key,
+        )
+        .body(GEMINI)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.is_err(), "the client sees the cut");
+    let e = app.only_event(&acct.user_id).await;
+    assert_eq!(e.usage_status, UsageStatus::Partial);
+    let u = e.usage.unwrap();
+    // The second snapshot: 812 prompt, 47 candidates + 511 thoughts.
+    assert_eq!(
+        (u.input_tokens, u.output_tokens, u.reasoning_tokens),
+        (812, 558, 511)
+    );
+    // gemini-2.5-pro: 812 × 1.25 + 558 × 10 = 6595 µ$
+    assert_eq!(e.cost.map(|c| c.to_string()).as_deref(), Some("0.006595"));
+    assert_eq!(e.outcome, Outcome::UpstreamError);
+}
+
 #[tokio::test]
 async fn stream_without_include_usage_is_asked_for_usage_and_the_extra_chunk_is_hidden() {
     usage_is_injected_and_hidden(
