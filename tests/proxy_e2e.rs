@@ -537,6 +537,250 @@ async fn gemini_json_array_stream_cut_short_keeps_the_last_snapshot_as_partial()
     assert_eq!(e.outcome, Outcome::UpstreamError);
 }
 
+/// A price file in the format of `pricing/*.toml`: gpt-4o repriced, one model added.
+const PRICE_OVERRIDE: &str = r#"
+provider = "openai"
+
+[[model]]
+name = "gpt-4o"
+effective = 2024-01-01
+input = "3.00"
+cached_input = "1.00"
+output = "12.00"
+
+[[model]]
+name = "acme-llm-1"
+effective = "2024-01-01"
+input = "1.50"
+output = "4.50"
+note = "no cached rate: cache reads are billed as input"
+"#;
+
+/// The OpenAI chat fixture answered as model `model`.
+fn chat_completion_as(model: &str) -> String {
+    String::from_utf8(fixture("openai/chat_completion.json").to_vec())
+        .unwrap()
+        .replace("\"gpt-4o-2024-08-06\"", &format!("\"{model}\""))
+}
+
+/// Answers chat completions by the model the request names: `acme-llm-1`, a
+/// `gpt-4o-mini` stream with usage, or the gpt-4o fixture.
+async fn pricing_mock() -> MockUpstreamHandle {
+    MockUpstream::tls()
+        .route(
+            "POST",
+            "/v1/chat/completions",
+            Reply::func(|req| {
+                let model = req.body_json()["model"].as_str().unwrap_or("").to_owned();
+                match model.as_str() {
+                    "acme-llm-1" => Reply::json(200, chat_completion_as("acme-llm-1")),
+                    "gpt-4o-mini" => Reply::sse(fixture("openai/chat_stream_include_usage.sse")),
+                    _ => Reply::json(200, fixture("openai/chat_completion.json")),
+                }
+            }),
+        )
+        .start()
+        .await
+}
+
+/// Signs up through the admin API; returns (token, llmo key, user id).
+async fn signup(app: &TestApp, email: &str) -> (String, String, String) {
+    let r = app
+        .http
+        .post(format!("{}/auth/signup", app.admin))
+        .json(&serde_json::json!({"email": email, "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    (
+        v["token"].as_str().unwrap().to_owned(),
+        v["api_key"]["key"].as_str().unwrap().to_owned(),
+        v["user"]["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn admin_get(app: &TestApp, token: &str, path: &str) -> serde_json::Value {
+    let r = app
+        .http
+        .get(format!("{}{path}", app.admin))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().await.unwrap()
+}
+
+/// DESIGN: prices are overridable by a file (`--pricing-file`): a model named there
+/// replaces the embedded prices, a new one is added, every other model keeps its price.
+#[tokio::test]
+async fn a_pricing_file_reprices_a_model_and_adds_one_end_to_end() {
+    let mock = pricing_mock().await;
+    let prices = tempfile::tempdir().unwrap();
+    let price_file = prices.path().join("prices.toml");
+    std::fs::write(&price_file, PRICE_OVERRIDE).unwrap();
+    let app = TestApp::spawn_with(&mock.base_url(), |c| {
+        c.pricing_file = Some(price_file.clone());
+    })
+    .await;
+    let (token, key, user_id) = signup(&app, "pricing@example.com").await;
+    let calls = [
+        (
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o","messages":[]}"#,
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model":"acme-llm-1","messages":[]}"#,
+        ),
+        ("/v1/chat/completions", CHAT_STREAM_WITH_USAGE),
+        // The added model belongs to OpenAI only: on Groq it has no price.
+        (
+            "/groq/v1/chat/completions",
+            r#"{"model":"acme-llm-1","messages":[]}"#,
+        ),
+    ];
+    for (path, body) in calls {
+        let r = app
+            .passthrough(path, &key)
+            .header("authorization", "Bearer sk-own")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{body}");
+        r.bytes().await.unwrap();
+    }
+    assert_eq!(mock.request_count(), 4);
+    assert_eq!(app.wait_events(&user_id, 4).await.len(), 4);
+
+    let v = admin_get(&app, &token, "/api/events").await;
+    let got: Vec<(&str, &str, &serde_json::Value, &serde_json::Value)> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e["provider"].as_str().unwrap(),
+                e["model"].as_str().unwrap(),
+                &e["cost_usd"],
+                &e["priced"],
+            )
+        })
+        .collect();
+    use serde_json::json;
+    assert_eq!(
+        got,
+        [
+            // The dated name falls back to the overridden family:
+            // 256 × 3.00 + 1280 × 1.00 + 212 × 12.00 = 768 + 1280 + 2544 = 4592 µ$
+            (
+                "openai",
+                "gpt-4o-2024-08-06",
+                &json!("0.004592"),
+                &json!(true)
+            ),
+            // 1536 × 1.50 (cache reads at the input rate) + 212 × 4.50 = 3258 µ$
+            ("openai", "acme-llm-1", &json!("0.003258"), &json!(true)),
+            // Not in the file: the embedded price (24 × 0.15 + 8 × 0.60 = 8.4 µ$).
+            (
+                "openai",
+                "gpt-4o-mini-2024-07-18",
+                &json!("0.0000084"),
+                &json!(true)
+            ),
+            ("groq", "acme-llm-1", &json!(null), &json!(false)),
+        ]
+    );
+    let st = admin_get(&app, &token, "/api/stats").await;
+    assert_eq!(st["total_cost_usd"], "0.0078584");
+    assert_eq!(
+        (&st["calls"], &st["unpriced_calls"]),
+        (&json!(4), &json!(1))
+    );
+}
+
+/// The same override through the real binary's `--pricing-file` flag; a file with a
+/// typo stops the start with an error naming the file instead of dropping a price.
+#[tokio::test]
+async fn the_pricing_file_flag_of_the_binary_reprices_calls() {
+    use common::process::{bin, create_account, start_server_with};
+    let mock = pricing_mock().await;
+    let data = tempfile::tempdir().unwrap();
+    let prices = tempfile::tempdir().unwrap();
+    let price_file = prices.path().join("prices.toml");
+    std::fs::write(&price_file, PRICE_OVERRIDE).unwrap();
+    let key = create_account(data.path(), "bin-pricing@example.com");
+    let mut server = start_server_with(
+        data.path(),
+        &mock.base_url(),
+        "info",
+        &["--pricing-file", price_file.to_str().unwrap()],
+    )
+    .await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for body in [
+        r#"{"model":"gpt-4o","messages":[]}"#,
+        r#"{"model":"acme-llm-1","messages":[]}"#,
+    ] {
+        let r = http
+            .post(format!("{}/v1/chat/completions", server.proxy))
+            .header("x-llmobserve-key", &key)
+            .header("authorization", "Bearer sk-own")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    // A clean shutdown commits every event; then read them from the file.
+    server.terminate().await;
+    let store = llmobserve::store::Store::open(&data.path().join("llmobserve.redb")).unwrap();
+    let user = store.all_api_keys().unwrap()[0].user_id.clone();
+    let costs: Vec<Option<String>> = store
+        .events_desc(&user, None, usize::MAX, |_| true)
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|e| e.cost.map(|c| c.to_string()))
+        .collect();
+    assert_eq!(
+        costs,
+        [Some("0.004592".to_owned()), Some("0.003258".to_owned())]
+    );
+    drop(store);
+
+    let typo = prices.path().join("typo.toml");
+    std::fs::write(
+        &typo,
+        PRICE_OVERRIDE.replace("cached_input = ", "cached_inptu = "),
+    )
+    .unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(bin())
+            .args(["--data-dir", other.path().to_str().unwrap()])
+            .args(["--proxy-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .args(["--pricing-file", typo.to_str().unwrap()])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("a bad price file stops the start")
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(typo.to_str().unwrap()) && stderr.contains("cached_inptu"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn stream_without_include_usage_is_asked_for_usage_and_the_extra_chunk_is_hidden() {
     usage_is_injected_and_hidden(

@@ -46,8 +46,19 @@ pub fn create_account(data_dir: &Path, email: &str) -> String {
 /// Starts the binary on ephemeral ports with OpenAI, Anthropic and Gemini pointed at
 /// `upstream`, JSON logs at `log_level`, and waits until it listens.
 pub async fn start_server(data_dir: &Path, upstream: &str, log_level: &str) -> Server {
+    start_server_with(data_dir, upstream, log_level, &[]).await
+}
+
+/// [`start_server`] with extra command-line flags.
+pub async fn start_server_with(
+    data_dir: &Path,
+    upstream: &str,
+    log_level: &str,
+    extra_args: &[&str],
+) -> Server {
     let mut child = tokio::process::Command::new(bin())
         .args(["--data-dir", data_dir.to_str().unwrap()])
+        .args(extra_args)
         .args(["--proxy-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
         .args(["--log-format", "json", "--shutdown-grace-ms", "10000"])
         .env("LLMO_OPENAI_BASE_URL", upstream)
