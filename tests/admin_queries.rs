@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use common::app::TestApp;
-use common::mock_upstream::{MockUpstream, MockUpstreamHandle};
+use common::mock_upstream::{MockUpstream, MockUpstreamHandle, Reply, fixture};
 use llmobserve::pricing::Money;
 use llmobserve::providers::{Endpoint, Provider, Usage};
 use llmobserve::store::model::{CostEvent, Outcome, UsageStatus};
@@ -820,6 +820,162 @@ async fn proxied_calls_show_up_in_every_endpoint() {
         .map(|p| p["calls"].as_u64().unwrap())
         .sum();
     assert_eq!(calls, 3);
+}
+
+/// DESIGN: a model with no price is recorded with `cost_usd: null` and shown as
+/// unpriced, never as $0. One unpriced and one priced call, read back through the API.
+#[tokio::test]
+async fn a_call_to_an_unpriced_model_is_null_not_zero_in_events_and_stats() {
+    let mystery = String::from_utf8(fixture("openai/chat_completion.json").to_vec())
+        .unwrap()
+        .replace("\"gpt-4o-2024-08-06\"", "\"mystery-model-9000\"");
+    let upstream = MockUpstream::tls()
+        .route(
+            "POST",
+            "/v1/chat/completions",
+            Reply::func(move |req| {
+                if req.body_text().contains("mystery-model-9000") {
+                    Reply::json(200, mystery.clone()).header("x-request-id", "req_mystery")
+                } else {
+                    Reply::json(200, fixture("openai/chat_completion.json"))
+                }
+            }),
+        )
+        .start()
+        .await;
+    let app = TestApp::spawn(&upstream.base_url()).await;
+    let r = app
+        .http
+        .post(format!("{}/auth/signup", app.admin))
+        .json(&json!({"email": "unpriced@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    let token = v["token"].as_str().unwrap().to_owned();
+    let key = v["api_key"]["key"].as_str().unwrap().to_owned();
+    let key_id = v["api_key"]["id"].as_str().unwrap().to_owned();
+    let user_id = v["user"]["id"].as_str().unwrap().to_owned();
+    for (customer, model) in [("acme", "gpt-4o"), ("acme", "mystery-model-9000")] {
+        let r = app
+            .http
+            .post(app.url("/v1/chat/completions"))
+            .header("x-llmobserve-key", &key)
+            .header("authorization", "Bearer sk-own")
+            .header("x-customer-id", customer)
+            .body(format!(r#"{{"model":"{model}","messages":[]}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    let stored = app.wait_events(&user_id, 2).await;
+    assert_eq!(stored.len(), 2);
+    let get = async |path: &str| -> Value {
+        let r = app
+            .http
+            .get(format!("{}{path}", app.admin))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        r.json().await.unwrap()
+    };
+
+    let ev = get("/api/events").await;
+    let events = ev["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    let mut unpriced = events[0].as_object().unwrap().clone();
+    // The fields that differ from run to run, checked for what they are.
+    assert_eq!(unpriced.remove("id").unwrap(), stored[0].id.as_str());
+    assert_eq!(
+        unpriced.remove("ts").unwrap(),
+        llmobserve::time::rfc3339_ms(stored[0].ts_ms).as_str()
+    );
+    for timing in ["latency_ms", "ttft_ms"] {
+        assert!(unpriced.remove(timing).unwrap().is_u64(), "{timing}");
+    }
+    assert_eq!(
+        Value::Object(unpriced),
+        json!({
+            "provider": "openai", "endpoint": "chat.completions",
+            "model": "mystery-model-9000", "customer_id": "acme", "api_key_id": key_id,
+            "status": 200, "outcome": "ok", "streamed": false,
+            "input_tokens": 1536, "cached_input_tokens": 1280, "cache_write_tokens": 0,
+            "output_tokens": 212, "reasoning_tokens": 0, "usage_status": "reported",
+            "cost_usd": null, "priced": false, "upstream_request_id": "req_mystery"
+        })
+    );
+    assert_eq!(events[1]["model"], "gpt-4o-2024-08-06");
+    assert_eq!(events[1]["cost_usd"], "0.00436");
+    assert_eq!(events[1]["priced"], true);
+
+    // Stats: the unpriced call counts as a call and its tokens count, its cost does not;
+    // its model's row has a null cost, not "0".
+    let range = "from=2020-01-01T00:00:00Z&to=2100-01-01T00:00:00Z";
+    let st = get(&format!("/api/stats?{range}")).await;
+    let tokens = |calls: u64| {
+        json!({"input_tokens": 1536 * calls, "output_tokens": 212 * calls,
+               "cached_input_tokens": 1280 * calls, "cache_write_tokens": 0,
+               "reasoning_tokens": 0})
+    };
+    let row = |keys: Value, cost: Value, calls: u64, unpriced: u64| {
+        let mut m = keys.as_object().unwrap().clone();
+        m.insert("cost_usd".into(), cost);
+        m.insert("calls".into(), calls.into());
+        m.insert("unpriced_calls".into(), unpriced.into());
+        m.extend(tokens(calls).as_object().unwrap().clone());
+        Value::Object(m)
+    };
+    let mut want = row(json!({}), Value::Null, 2, 1);
+    let w = want.as_object_mut().unwrap();
+    w.remove("cost_usd");
+    w.insert("total_cost_usd".into(), "0.00436".into());
+    w.insert("unattributed_cost_usd".into(), "0".into());
+    w.insert("unattributed_calls".into(), 0.into());
+    w.insert(
+        "by_provider".into(),
+        json!([row(json!({"provider": "openai"}), json!("0.00436"), 2, 1)]),
+    );
+    w.insert(
+        "by_model".into(),
+        json!([
+            row(
+                json!({"provider": "openai", "model": "gpt-4o-2024-08-06"}),
+                json!("0.00436"),
+                1,
+                0
+            ),
+            row(
+                json!({"provider": "openai", "model": "mystery-model-9000"}),
+                Value::Null,
+                1,
+                1
+            ),
+        ]),
+    );
+    w.insert("from".into(), "2020-01-01T00:00:00.000Z".into());
+    w.insert("to".into(), "2100-01-01T00:00:00.000Z".into());
+    assert_eq!(st, want);
+
+    // Filtered to the unpriced model alone: one call, unpriced, its row's cost null.
+    let st = get(&format!("/api/stats?{range}&model=mystery-model-9000")).await;
+    assert_eq!(
+        (&st["calls"], &st["unpriced_calls"], &st["input_tokens"]),
+        (&json!(1), &json!(1), &json!(1536))
+    );
+    assert_eq!(
+        st["by_model"],
+        json!([row(
+            json!({"provider": "openai", "model": "mystery-model-9000"}),
+            Value::Null,
+            1,
+            1
+        )])
+    );
 }
 
 /// Stats over a million stored events must come from the rollups: a scan of raw
