@@ -405,6 +405,95 @@ async fn cookie_flow_with_origin_checks() {
     assert_eq!(r.status(), StatusCode::OK);
 }
 
+/// The `Set-Cookie` of signup, login and logout, made by a hyper-rustls client that
+/// trusts only the test CA (reqwest here has no TLS), over `https://localhost:PORT` when
+/// `tls`, plain HTTP otherwise.
+async fn session_cookies(app: &TestApp, tls: bool, email: &str) -> Vec<String> {
+    use http_body_util::{BodyExt, Full};
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(common::mock_upstream::client_tls_config())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, Full<bytes::Bytes>>(connector);
+    let base = if tls {
+        format!("https://localhost:{}", app.app.admin_addr.port())
+    } else {
+        app.admin.clone()
+    };
+    let login = json!({"email": email, "password": PASSWORD}).to_string();
+    let mut cookies = Vec::new();
+    let mut token = String::new();
+    for (path, body, want) in [
+        ("/auth/signup", login.clone(), StatusCode::CREATED),
+        ("/auth/login", login, StatusCode::OK),
+        ("/auth/logout", String::new(), StatusCode::NO_CONTENT),
+    ] {
+        let mut req = http::Request::post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .header("sec-fetch-site", "same-origin");
+        if !token.is_empty() {
+            req = req.header("cookie", format!("llmo_session={token}"));
+        }
+        let resp = client
+            .request(req.body(Full::new(bytes::Bytes::from(body))).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), want.as_u16(), "{path}");
+        let set: Vec<String> = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(set.len(), 1, "{path}: {set:?}");
+        cookies.push(set[0].clone());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+            token = v["token"].as_str().unwrap_or_default().to_owned();
+        }
+    }
+    cookies
+}
+
+/// DESIGN: the session cookie is Secure when served over TLS (`--tls-cert`/`--tls-key`),
+/// and only then; signup, login and logout's clearing cookie alike.
+#[tokio::test]
+async fn the_session_cookie_is_secure_exactly_when_the_admin_listener_serves_tls() {
+    let upstream = mock().await;
+    let certs = common::mock_upstream::certs_dir();
+    let tls_app = TestApp::spawn_with(&upstream.base_url(), |c| {
+        c.tls = Some((certs.join("localhost.pem"), certs.join("localhost.key")));
+    })
+    .await;
+    let plain_app = TestApp::spawn(&upstream.base_url()).await;
+    for (app, tls) in [(&tls_app, true), (&plain_app, false)] {
+        let cookies = session_cookies(app, tls, "secure@example.com").await;
+        let secure = if tls { "; Secure" } else { "" };
+        for (i, c) in cookies.iter().enumerate() {
+            let (value, attrs) = c.split_once(';').unwrap();
+            let max_age = if i == 2 { "0" } else { "604800" };
+            assert_eq!(
+                attrs,
+                format!(" HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}"),
+                "tls {tls}, cookie {i}"
+            );
+            let token = value.strip_prefix("llmo_session=").unwrap();
+            assert_eq!(token.is_empty(), i == 2, "tls {tls}, cookie {i}");
+        }
+    }
+    // The TLS listener really is TLS: plain HTTP to it gets no answer.
+    let r = plain_app
+        .http
+        .get(format!("http://{}/healthz", tls_app.app.admin_addr))
+        .send()
+        .await;
+    assert!(r.is_err() || !r.unwrap().status().is_success());
+}
+
 #[tokio::test]
 async fn tenant_isolation_on_every_route() {
     let upstream = mock().await;
