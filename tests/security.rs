@@ -201,6 +201,117 @@ async fn a_token_stops_working_after_logout_even_as_a_copy_and_across_restarts()
     assert_eq!(me_status(&app, &other).await, StatusCode::OK);
 }
 
+const JWT_SECRET: &str = "configured-jwt-secret-for-the-test";
+const SECRET_KEY: &str = "configured-secret-key-for-the-test";
+
+/// As `LLMO_JWT_SECRET` / `LLMO_SECRET_KEY` set them.
+fn configured(c: &mut llmobserve::config::Config) {
+    c.jwt_secret = Some(JWT_SECRET.to_owned());
+    c.secret_key = Some(SECRET_KEY.to_owned());
+}
+
+/// A managed-mode chat call: the llmo key stands where the provider key goes.
+async fn managed_call(app: &TestApp, key: &str) -> StatusCode {
+    app.http
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .body(CHAT)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn put_provider_key(app: &TestApp, token: &str, key: &str) {
+    let r = app
+        .http
+        .put(format!("{}/api/provider-keys/openai", app.admin))
+        .bearer_auth(token)
+        .json(&json!({"key": key}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+}
+
+/// DESIGN: the JWT secret comes from `LLMO_JWT_SECRET` and the provider-key secret from
+/// `LLMO_SECRET_KEY`; only when unset are `jwt.secret` / `secret.key` generated and used.
+#[tokio::test]
+async fn configured_secrets_take_priority_over_the_files_in_the_data_dir() {
+    let upstream = mock().await;
+    let base = upstream.base_url();
+
+    // Configured from the first start: no secret files are written at all.
+    let fresh = TestApp::spawn_with(&base, configured).await;
+    for f in ["jwt.secret", "secret.key"] {
+        assert!(!fresh.dir.path().join(f).exists(), "{f} written");
+    }
+    fresh.app.shutdown().await;
+
+    // Without configured secrets, the files are generated and used.
+    let app = TestApp::spawn_with(&base, |c| {
+        c.jwt_secret = None;
+        c.secret_key = None;
+    })
+    .await;
+    let files = ["jwt.secret", "secret.key"].map(|f| app.dir.path().join(f));
+    let generated = files.clone().map(|f| std::fs::read(f).unwrap());
+    let (file_token, _, key) = signup(&app, "configured@example.com").await;
+    put_provider_key(&app, &file_token, "sk-sealed-with-the-file-key").await;
+    assert_eq!(managed_call(&app, &key).await, StatusCode::OK);
+
+    // With configured secrets on the same data dir: the files are neither used nor changed.
+    let app = app.restart_with(&base, configured).await;
+    assert_eq!(
+        me_status(&app, &file_token).await,
+        StatusCode::UNAUTHORIZED,
+        "a token signed with jwt.secret"
+    );
+    assert_eq!(
+        managed_call(&app, &key).await,
+        StatusCode::UNAUTHORIZED,
+        "a provider key sealed with secret.key cannot be opened"
+    );
+    assert_eq!(files.clone().map(|f| std::fs::read(f).unwrap()), generated);
+    let login: Value = app
+        .http
+        .post(format!("{}/auth/login", app.admin))
+        .json(&json!({"email": "configured@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_owned();
+    assert_eq!(me_status(&app, &token).await, StatusCode::OK);
+    put_provider_key(&app, &token, "sk-sealed-with-the-configured-key").await;
+
+    // Unreadable files do not matter when the secrets are configured: a restart with
+    // the same secrets accepts the token and opens the provider key.
+    for f in &files {
+        std::fs::write(f, "not a secret").unwrap();
+    }
+    let app = app.restart_with(&base, configured).await;
+    assert_eq!(me_status(&app, &token).await, StatusCode::OK);
+    assert_eq!(managed_call(&app, &key).await, StatusCode::OK);
+    let reqs = upstream.requests();
+    assert_eq!(
+        reqs.last().unwrap().header("authorization"),
+        Some("Bearer sk-sealed-with-the-configured-key")
+    );
+    assert_eq!(reqs.len(), 2, "the refused managed call was not forwarded");
+
+    // Another configured JWT secret: the token no longer verifies.
+    let app = app
+        .restart_with(&base, |c| {
+            configured(c);
+            c.jwt_secret = Some("another-jwt-secret".to_owned());
+        })
+        .await;
+    assert_eq!(me_status(&app, &token).await, StatusCode::UNAUTHORIZED);
+}
+
 /// Held by the timing test and the login flood: on 2 cores the flood's argon2 work
 /// would otherwise land on some of the timed logins and not others (seen: one kind's
 /// median at 3x the other's, in either direction).

@@ -66,9 +66,18 @@ impl TestApp {
 
     /// Shuts down and starts again on the same data dir (same upstream).
     pub async fn restart(self, upstream_base: &str) -> TestApp {
+        self.restart_with(upstream_base, |_| {}).await
+    }
+
+    /// [`restart`](Self::restart) with a config tweak for the new start.
+    pub async fn restart_with(
+        self,
+        upstream_base: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let TestApp { app, dir, .. } = self;
         app.shutdown().await;
-        Self::spawn_in(dir, upstream_base, |_| {}).await
+        Self::spawn_in(dir, upstream_base, tweak).await
     }
 
     /// Creates an account through the same code path the CLI uses.
