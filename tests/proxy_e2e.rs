@@ -475,6 +475,10 @@ async fn gemini_stream_as_a_json_array_without_alt_sse_is_metered_exactly() {
     let e = app.only_event(&acct.user_id).await;
     assert_eq!(e.provider, Provider::Gemini);
     assert_eq!(e.model.as_deref(), Some("gemini-2.5-pro"));
+    assert!(
+        e.streamed,
+        "streamGenerateContent streams its array, SSE or not"
+    );
     assert_eq!(e.outcome, Outcome::Ok);
     assert_eq!(e.usage_status, UsageStatus::Reported);
     let u = e.usage.unwrap();

@@ -149,11 +149,14 @@ impl Meter {
         };
         let latency_ms = elapsed_ms(self.ctx.started);
         let ttft_ms = self.ttft_ms;
+        // Gemini streams without `alt=sse` as a JSON array, read by the JSON parser: a
+        // streamed call all the same.
+        let streamed = self.streamed || self.ctx.endpoint == Endpoint::StreamGenerateContent;
         let event = build_event(
             &mut self.ctx,
             self.status,
             outcome,
-            self.streamed,
+            streamed,
             latency_ms,
             ttft_ms,
             parsed,
