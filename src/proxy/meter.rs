@@ -196,7 +196,7 @@ pub fn record_without_body(ctx: CallCtx, status: u16) {
 
 /// Status recorded for a call whose client went away before the upstream answered
 /// (nginx's "client closed request"): no upstream status exists.
-pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// Records a call whose client went away before the upstream's answer reached it. The
 /// upstream request, if sent, is dropped with the handler: cancelled upstream too.

@@ -118,11 +118,6 @@ async fn handle_inner(
     // Authenticate: a memory lookup.
     let Authed { owner, mode } =
         auth::authenticate(&parts.headers, parts.uri.query(), &state.keys)?;
-    // Checked once the call has its context, so a refused id is still one event.
-    let header_customer = parts
-        .headers
-        .get(&headers::X_CUSTOMER_ID)
-        .map(|v| v.to_str().map(str::to_owned));
     let ctx = ctx_slot.insert(CallCtx {
         state: state.clone(),
         started,
@@ -135,15 +130,14 @@ async fn handle_inner(
         owner,
         billable: parts.method == http::Method::POST,
     });
-    let header_customer = match header_customer {
-        Some(Ok(c)) => {
-            request::check_customer_id(&c).map_err(ProxyError::BadCustomerId)?;
-            Some(c)
-        }
-        Some(Err(_)) => {
-            return Err(ProxyError::BadCustomerId(
-                "only printable ASCII characters are allowed",
-            ));
+    // Checked once the call has its context, so a refused id is still one event.
+    let header_customer = match parts.headers.get(&headers::X_CUSTOMER_ID) {
+        Some(v) => {
+            let c = v.to_str().map_err(|_| {
+                ProxyError::BadCustomerId("only printable ASCII characters are allowed")
+            })?;
+            request::check_customer_id(c).map_err(ProxyError::BadCustomerId)?;
+            Some(c.to_owned())
         }
         None => None,
     };
