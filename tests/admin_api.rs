@@ -6,45 +6,18 @@
 
 mod common;
 
-use common::app::TestApp;
+use common::app::{PASSWORD, TestApp};
 use common::mock_upstream::{MockUpstream, MockUpstreamHandle};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const CHAT: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
-const PASSWORD: &str = "correct horse battery";
 
 async fn mock() -> MockUpstreamHandle {
     MockUpstream::tls()
         .json("/v1/chat/completions", "openai/chat_completion.json")
         .start()
         .await
-}
-
-/// An account made through `POST /auth/signup`.
-struct Signed {
-    token: String,
-    user_id: String,
-    key: String,
-    key_id: String,
-}
-
-async fn signup(app: &TestApp, email: &str) -> Signed {
-    let r = app
-        .http
-        .post(format!("{}/auth/signup", app.admin))
-        .json(&json!({"email": email, "password": PASSWORD, "name": "Test"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let v: Value = r.json().await.unwrap();
-    Signed {
-        token: v["token"].as_str().unwrap().to_owned(),
-        user_id: v["user"]["id"].as_str().unwrap().to_owned(),
-        key: v["api_key"]["key"].as_str().unwrap().to_owned(),
-        key_id: v["api_key"]["id"].as_str().unwrap().to_owned(),
-    }
 }
 
 /// A proxied chat call in pass-through mode with `key`; returns the status.
@@ -498,8 +471,8 @@ async fn the_session_cookie_is_secure_exactly_when_the_admin_listener_serves_tls
 async fn tenant_isolation_on_every_route() {
     let upstream = mock().await;
     let app = TestApp::spawn(&upstream.base_url()).await;
-    let a = signup(&app, "a@example.com").await;
-    let b = signup(&app, "b@example.com").await;
+    let a = app.signup("a@example.com").await;
+    let b = app.signup("b@example.com").await;
 
     // A has events, a customer, a provider key.
     assert_eq!(
@@ -624,7 +597,7 @@ async fn tampered_and_expired_tokens_get_401() {
 
     let upstream = mock().await;
     let app = TestApp::spawn(&upstream.base_url()).await;
-    let s = signup(&app, "jwt@example.com").await;
+    let s = app.signup("jwt@example.com").await;
     let secret = app.app.state.jwt_secret;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -718,7 +691,7 @@ async fn tampered_and_expired_tokens_get_401() {
 async fn deleted_account_token_and_keys_stop_working() {
     let upstream = mock().await;
     let app = TestApp::spawn(&upstream.base_url()).await;
-    let s = signup(&app, "gone@example.com").await;
+    let s = app.signup("gone@example.com").await;
     assert_eq!(proxy_call(&app, &s.key, None).await, StatusCode::OK);
     let (status, _) = send(&app, reqwest::Method::DELETE, &s.token, "/auth/me", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
@@ -737,14 +710,14 @@ async fn deleted_account_token_and_keys_stop_working() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // The email is free again.
-    signup(&app, "gone@example.com").await;
+    app.signup("gone@example.com").await;
 }
 
 #[tokio::test]
 async fn password_change_ends_older_sessions() {
     let upstream = mock().await;
     let app = TestApp::spawn(&upstream.base_url()).await;
-    let s = signup(&app, "pw@example.com").await;
+    let s = app.signup("pw@example.com").await;
     let (status, body) = send(
         &app,
         reqwest::Method::POST,
@@ -824,7 +797,7 @@ async fn signup_and_login_validation_and_uniform_login_errors() {
         .unwrap();
     assert_eq!(r.status(), 415);
 
-    signup(&app, "taken@example.com").await;
+    app.signup("taken@example.com").await;
     let r = post(
         "/auth/signup",
         json!({"email": " TAKEN@example.com", "password": PASSWORD}),
@@ -948,7 +921,7 @@ async fn bodies_are_capped_and_errors_are_json() {
 async fn provider_keys_are_listed_without_secrets_and_validated() {
     let upstream = mock().await;
     let app = TestApp::spawn(&upstream.base_url()).await;
-    let s = signup(&app, "pk@example.com").await;
+    let s = app.signup("pk@example.com").await;
     let put = async |provider: &str, key: &str| {
         let path = format!("/api/provider-keys/{provider}");
         send(
@@ -1053,7 +1026,7 @@ async fn cors_is_closed_by_default_and_opens_only_for_listed_origins() {
     assert!(r.headers().get("access-control-allow-origin").is_none());
 
     // The listed origin also passes the cookie origin check.
-    let s = signup(&open, "cors@example.com").await;
+    let s = open.signup("cors@example.com").await;
     let r = open
         .http
         .post(format!("{}/auth/api-keys", open.admin))

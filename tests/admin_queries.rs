@@ -20,8 +20,6 @@ use llmobserve::store::model::{CostEvent, Outcome, UsageStatus};
 use llmobserve::time::{DAY_MS, HOUR_MS, hour_floor, now_ms, rfc3339_ms};
 use serde_json::{Value, json};
 
-const PASSWORD: &str = "correct horse battery";
-
 /// Deterministic xorshift, so a failure reproduces.
 struct Rng(u64);
 
@@ -73,19 +71,11 @@ async fn setup() -> Ctx {
         .start()
         .await;
     let app = TestApp::spawn(&upstream.base_url()).await;
-    let r = app
-        .http
-        .post(format!("{}/auth/signup", app.admin))
-        .json(&json!({"email": "q@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let v: Value = r.json().await.unwrap();
+    let s = app.signup("q@example.com").await;
     Ctx {
-        token: v["token"].as_str().unwrap().to_owned(),
-        user_id: v["user"]["id"].as_str().unwrap().to_owned(),
-        key_id: v["api_key"]["id"].as_str().unwrap().to_owned(),
+        token: s.token,
+        user_id: s.user_id,
+        key_id: s.key_id,
         app,
         _upstream: upstream,
     }
@@ -147,16 +137,7 @@ async fn write(ctx: &Ctx, events: Vec<CostEvent>) {
 }
 
 async fn get(ctx: &Ctx, path_and_query: &str) -> (u16, Value) {
-    let r = ctx
-        .app
-        .http
-        .get(format!("{}{path_and_query}", ctx.app.admin))
-        .bearer_auth(&ctx.token)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    ctx.app.api_get(&ctx.token, path_and_query).await
 }
 
 // ---- the test's own arithmetic ----
@@ -750,17 +731,8 @@ async fn proxied_calls_show_up_in_every_endpoint() {
         .start()
         .await;
     let app = TestApp::spawn(&upstream.base_url()).await;
-    let r = app
-        .http
-        .post(format!("{}/auth/signup", app.admin))
-        .json(&json!({"email": "e2e@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    let v: Value = r.json().await.unwrap();
-    let token = v["token"].as_str().unwrap().to_owned();
-    let key = v["api_key"]["key"].as_str().unwrap().to_owned();
-    let user_id = v["user"]["id"].as_str().unwrap().to_owned();
+    let s = app.signup("e2e@example.com").await;
+    let (token, key, user_id) = (s.token, s.key, s.user_id);
     for customer in ["alice", "alice", "bob"] {
         let r = app
             .http
@@ -779,15 +751,9 @@ async fn proxied_calls_show_up_in_every_endpoint() {
     let stored = app.wait_events(&user_id, 3).await;
     let one = stored[0].cost.unwrap();
     let get = async |path: &str| -> Value {
-        app.http
-            .get(format!("{}{path}", app.admin))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        let (status, v) = app.api_get(&token, path).await;
+        assert_eq!(status, 200, "{path}");
+        v
     };
     let st = get("/api/stats").await;
     assert_eq!(st["calls"], 3);
@@ -844,19 +810,8 @@ async fn a_call_to_an_unpriced_model_is_null_not_zero_in_events_and_stats() {
         .start()
         .await;
     let app = TestApp::spawn(&upstream.base_url()).await;
-    let r = app
-        .http
-        .post(format!("{}/auth/signup", app.admin))
-        .json(&json!({"email": "unpriced@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let v: Value = r.json().await.unwrap();
-    let token = v["token"].as_str().unwrap().to_owned();
-    let key = v["api_key"]["key"].as_str().unwrap().to_owned();
-    let key_id = v["api_key"]["id"].as_str().unwrap().to_owned();
-    let user_id = v["user"]["id"].as_str().unwrap().to_owned();
+    let s = app.signup("unpriced@example.com").await;
+    let (token, key, key_id, user_id) = (s.token, s.key, s.key_id, s.user_id);
     for (customer, model) in [("acme", "gpt-4o"), ("acme", "mystery-model-9000")] {
         let r = app
             .http
@@ -874,15 +829,9 @@ async fn a_call_to_an_unpriced_model_is_null_not_zero_in_events_and_stats() {
     let stored = app.wait_events(&user_id, 2).await;
     assert_eq!(stored.len(), 2);
     let get = async |path: &str| -> Value {
-        let r = app
-            .http
-            .get(format!("{}{path}", app.admin))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{path}");
-        r.json().await.unwrap()
+        let (status, v) = app.api_get(&token, path).await;
+        assert_eq!(status, 200, "{path}");
+        v
     };
 
     let ev = get("/api/events").await;

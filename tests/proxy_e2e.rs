@@ -588,33 +588,10 @@ async fn pricing_mock() -> MockUpstreamHandle {
 }
 
 /// Signs up through the admin API; returns (token, llmo key, user id).
-async fn signup(app: &TestApp, email: &str) -> (String, String, String) {
-    let r = app
-        .http
-        .post(format!("{}/auth/signup", app.admin))
-        .json(&serde_json::json!({"email": email, "password": "correct horse battery"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let v: serde_json::Value = r.json().await.unwrap();
-    (
-        v["token"].as_str().unwrap().to_owned(),
-        v["api_key"]["key"].as_str().unwrap().to_owned(),
-        v["user"]["id"].as_str().unwrap().to_owned(),
-    )
-}
-
 async fn admin_get(app: &TestApp, token: &str, path: &str) -> serde_json::Value {
-    let r = app
-        .http
-        .get(format!("{}{path}", app.admin))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{path}");
-    r.json().await.unwrap()
+    let (status, v) = app.api_get(token, path).await;
+    assert_eq!(status, 200, "{path}");
+    v
 }
 
 /// DESIGN: prices are overridable by a file (`--pricing-file`): a model named there
@@ -629,7 +606,8 @@ async fn a_pricing_file_reprices_a_model_and_adds_one_end_to_end() {
         c.pricing_file = Some(price_file.clone());
     })
     .await;
-    let (token, key, user_id) = signup(&app, "pricing@example.com").await;
+    let s = app.signup("pricing@example.com").await;
+    let (token, key, user_id) = (s.token, s.key, s.user_id);
     let calls = [
         (
             "/v1/chat/completions",

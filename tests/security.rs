@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use common::app::TestApp;
+use common::app::{PASSWORD, TestApp};
 use common::mock_upstream::{MockUpstream, MockUpstreamHandle};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const PASSWORD: &str = "correct horse battery";
 const CHAT: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
 
 async fn mock() -> MockUpstreamHandle {
@@ -23,23 +22,6 @@ async fn mock() -> MockUpstreamHandle {
         .json("/v1/chat/completions", "openai/chat_completion.json")
         .start()
         .await
-}
-
-async fn signup(app: &TestApp, email: &str) -> (String, String, String) {
-    let r = app
-        .http
-        .post(format!("{}/auth/signup", app.admin))
-        .json(&json!({"email": email, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let v: Value = r.json().await.unwrap();
-    (
-        v["token"].as_str().unwrap().to_owned(),
-        v["user"]["id"].as_str().unwrap().to_owned(),
-        v["api_key"]["key"].as_str().unwrap().to_owned(),
-    )
 }
 
 async fn me_status(app: &TestApp, token: &str) -> StatusCode {
@@ -65,7 +47,8 @@ async fn forged_and_malformed_tokens_are_refused() {
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
     let upstream = mock().await;
     let app = TestApp::spawn(&upstream.base_url()).await;
-    let (token, user_id, _) = signup(&app, "forge@example.com").await;
+    let s = app.signup("forge@example.com").await;
+    let (token, user_id) = (s.token, s.user_id);
     let secret = app.app.state.jwt_secret;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -142,7 +125,7 @@ async fn forged_and_malformed_tokens_are_refused() {
 async fn a_token_stops_working_after_logout_even_as_a_copy_and_across_restarts() {
     let upstream = mock().await;
     let app = TestApp::spawn(&upstream.base_url()).await;
-    let (token, _, _) = signup(&app, "logout@example.com").await;
+    let token = app.signup("logout@example.com").await.token;
     // A second session of the same account stays valid: logout ends one session.
     let login: Value = app
         .http
@@ -256,7 +239,8 @@ async fn configured_secrets_take_priority_over_the_files_in_the_data_dir() {
     .await;
     let files = ["jwt.secret", "secret.key"].map(|f| app.dir.path().join(f));
     let generated = files.clone().map(|f| std::fs::read(f).unwrap());
-    let (file_token, _, key) = signup(&app, "configured@example.com").await;
+    let s = app.signup("configured@example.com").await;
+    let (file_token, key) = (s.token, s.key);
     put_provider_key(&app, &file_token, "sk-sealed-with-the-file-key").await;
     assert_eq!(managed_call(&app, &key).await, StatusCode::OK);
 
@@ -346,7 +330,7 @@ async fn login_timing_does_not_reveal_whether_an_email_exists() {
     let _alone = CPU_HEAVY.lock().await;
     let upstream = mock().await;
     let app = TestApp::spawn(&upstream.base_url()).await;
-    signup(&app, "exists@example.com").await;
+    app.signup("exists@example.com").await;
     let mut known = Vec::new();
     let mut unknown = Vec::new();
     // Interleaved pairs, each from a fresh address so the rate limit never interferes.
@@ -393,7 +377,7 @@ async fn a_login_flood_is_bounded_and_does_not_starve_the_proxy() {
     let _alone = CPU_HEAVY.lock().await;
     let upstream = mock().await;
     let app = TestApp::spawn(&upstream.base_url()).await;
-    let (_, _, key) = signup(&app, "flood@example.com").await;
+    let key = app.signup("flood@example.com").await.key;
     // 120 concurrent logins from 60 addresses: more than the argon2 workers and queue.
     let mut tasks = Vec::new();
     for i in 0..120u32 {

@@ -19,6 +19,19 @@ pub struct TestApp {
     pub admin: String,
 }
 
+/// The password of accounts made with [`TestApp::signup`].
+pub const PASSWORD: &str = "correct horse battery";
+
+/// An account made through `POST /auth/signup`, as the dashboard makes one.
+pub struct SignedUp {
+    /// The session token (JWT).
+    pub token: String,
+    pub user_id: String,
+    /// The first `llmo_sk_` key, in full.
+    pub key: String,
+    pub key_id: String,
+}
+
 /// A freshly created account and its first key.
 pub struct Account {
     pub user_id: String,
@@ -78,6 +91,40 @@ impl TestApp {
         let TestApp { app, dir, .. } = self;
         app.shutdown().await;
         Self::spawn_in(dir, upstream_base, tweak).await
+    }
+
+    /// Signs up through the admin API with [`PASSWORD`]; the answer must be `201`.
+    pub async fn signup(&self, email: &str) -> SignedUp {
+        let r = self
+            .http
+            .post(format!("{}/auth/signup", self.admin))
+            .json(&serde_json::json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "signup of {email}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        let text = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
+        SignedUp {
+            token: text(&v["token"]),
+            user_id: text(&v["user"]["id"]),
+            key: text(&v["api_key"]["key"]),
+            key_id: text(&v["api_key"]["id"]),
+        }
+    }
+
+    /// `GET` on the admin listener with a session token: status and JSON body (null
+    /// when the body is not JSON).
+    pub async fn api_get(&self, token: &str, path_and_query: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .get(format!("{}{path_and_query}", self.admin))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
     /// Creates an account through the same code path the CLI uses.
