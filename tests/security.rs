@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use common::app::{PASSWORD, TestApp};
+use common::app::TestApp;
 use common::mock_upstream::{MockUpstream, MockUpstreamHandle};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -127,17 +127,7 @@ async fn a_token_stops_working_after_logout_even_as_a_copy_and_across_restarts()
     let app = TestApp::spawn(&upstream.base_url()).await;
     let token = app.signup("logout@example.com").await.token;
     // A second session of the same account stays valid: logout ends one session.
-    let login: Value = app
-        .http
-        .post(format!("{}/auth/login", app.admin))
-        .json(&json!({"email": "logout@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let other = login["token"].as_str().unwrap().to_owned();
+    let other = app.login("logout@example.com").await;
     assert_eq!(me_status(&app, &token).await, StatusCode::OK);
 
     // Logout through the cookie, as the dashboard does (same origin).
@@ -257,17 +247,7 @@ async fn configured_secrets_take_priority_over_the_files_in_the_data_dir() {
         "a provider key sealed with secret.key cannot be opened"
     );
     assert_eq!(files.clone().map(|f| std::fs::read(f).unwrap()), generated);
-    let login: Value = app
-        .http
-        .post(format!("{}/auth/login", app.admin))
-        .json(&json!({"email": "configured@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["token"].as_str().unwrap().to_owned();
+    let token = app.login("configured@example.com").await;
     assert_eq!(me_status(&app, &token).await, StatusCode::OK);
     put_provider_key(&app, &token, "sk-sealed-with-the-configured-key").await;
 

@@ -113,6 +113,20 @@ impl TestApp {
         }
     }
 
+    /// Logs in through the admin API with [`PASSWORD`]; returns the new session token.
+    pub async fn login(&self, email: &str) -> String {
+        let r = self
+            .http
+            .post(format!("{}/auth/login", self.admin))
+            .json(&serde_json::json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "login of {email}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["token"].as_str().unwrap().to_owned()
+    }
+
     /// `GET` on the admin listener with a session token: status and JSON body (null
     /// when the body is not JSON).
     pub async fn api_get(&self, token: &str, path_and_query: &str) -> (u16, serde_json::Value) {
