@@ -840,3 +840,40 @@ async fn ten_mib_line_in_this_process() {
     assert_eq!((u.input_tokens, u.output_tokens), (10, 5));
     assert_one_event_per_authenticated_request(&app, 2).await;
 }
+
+#[tokio::test]
+async fn an_upstream_that_closes_each_kept_alive_connection_costs_no_call() {
+    // Answers one request per connection without `Connection: close`, then hangs up, as
+    // a provider's edge does when its keep-alive timer ends: the pooled connection is dead
+    // by the next call.
+    let body = fixture("openai/chat_completion.json");
+    let (addr, _server) = raw_upstream(move |mut s, _head| {
+        let body = body.clone();
+        async move {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(&body).await;
+        }
+    })
+    .await;
+    let app = TestApp::spawn_with(&format!("http://{addr}"), |c| c.proxy_workers = 1).await;
+    let acct = app.account("closing@example.com").await;
+    for pause in [0, 0, 0, 20, 20, 0] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let r = post(&app, &acct, "/v1/chat/completions", CHAT).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.bytes().await.unwrap(),
+            fixture("openai/chat_completion.json")
+        );
+    }
+    for e in app.wait_events(&acct.user_id, 6).await {
+        assert_eq!((e.status, e.outcome), (200, Outcome::Ok));
+        let u = e.usage.unwrap();
+        assert_eq!((u.input_tokens, u.output_tokens), (1536, 212));
+    }
+    assert_one_event_per_authenticated_request(&app, 6).await;
+}

@@ -1790,3 +1790,115 @@ async fn reading_back_a_stored_response_is_not_billed_again() {
     );
     assert_eq!(e.cost, None);
 }
+
+/// Sends `n` chat calls at once and checks each answer.
+async fn chat_calls(app: &TestApp, key: &str, n: usize) {
+    let calls = (0..n).map(|_| async {
+        let r = app
+            .passthrough("/v1/chat/completions", key)
+            .body(CHAT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap()
+    });
+    for body in futures::future::join_all(calls).await {
+        assert_eq!(body, fixture("openai/chat_completion.json"));
+    }
+}
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_per_protocol_and_a_cut_stream_is_not_reused() {
+    for tls in [false, true] {
+        let mock = if tls {
+            MockUpstream::tls()
+        } else {
+            MockUpstream::plain()
+        };
+        let mock = mock
+            .json("/v1/chat/completions", "openai/chat_completion.json")
+            .route(
+                "POST",
+                "/v1/messages",
+                Reply::sse(fixture("anthropic/messages_stream.sse"))
+                    .chunked_by_event()
+                    .delay_per_chunk(Duration::from_millis(100)),
+            )
+            .start()
+            .await;
+        // One worker, so every call shares one pool.
+        let app = TestApp::spawn_with(&mock.base_url(), |c| c.proxy_workers = 1).await;
+        let acct = app.account("pool@example.com").await;
+
+        // One after another: one connection, HTTP/1.1 or h2 as ALPN chose.
+        for _ in 0..5 {
+            chat_calls(&app, &acct.key, 1).await;
+        }
+        assert_eq!(
+            mock.connections(),
+            1,
+            "tls {tls}: sequential calls reuse it"
+        );
+        // Eight at once, twice: h2 multiplexes them on that connection; HTTP/1.1 opens
+        // more, and they stay pooled, so there are never more than calls at once.
+        for _ in 0..2 {
+            chat_calls(&app, &acct.key, 8).await;
+        }
+        let after_bursts = mock.connections();
+        if tls {
+            assert_eq!(after_bursts, 1, "h2 calls share one connection");
+        } else {
+            assert!(
+                (2..=8).contains(&after_bursts),
+                "{after_bursts} connections"
+            );
+        }
+        let versions: Vec<_> = mock.requests().iter().map(|r| r.version).collect();
+        let want = if tls {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
+        assert!(versions.iter().all(|v| *v == want), "{versions:?}");
+
+        // A stream the client leaves halfway: its HTTP/1.1 connection is not lent again
+        // (it still holds the rest of the stream); an h2 stream is reset instead.
+        let mut resp = app
+            .passthrough("/anthropic/v1/messages", &acct.key)
+            .body(MESSAGES)
+            .send()
+            .await
+            .unwrap();
+        resp.chunk().await.unwrap().unwrap();
+        drop(resp);
+        mock.wait_for_cancelled(1, Duration::from_secs(5)).await;
+        for _ in 0..3 {
+            chat_calls(&app, &acct.key, 1).await;
+        }
+        let events = app.wait_events(&acct.user_id, 25).await;
+        assert_eq!(events.len(), 25);
+        let new = mock.connections() - after_bursts;
+        if tls {
+            assert_eq!(new, 0, "the h2 connection outlives a reset stream");
+        } else {
+            assert!(new <= 1, "{new} new connections after the left stream");
+        }
+        let ok = events
+            .iter()
+            .filter(|e| e.provider == Provider::OpenAi)
+            .inspect(|e| {
+                assert_eq!(e.outcome, Outcome::Ok);
+                let u = e.usage.as_ref().unwrap();
+                assert_eq!((u.input_tokens, u.output_tokens), (1536, 212));
+                assert_eq!(e.cost.map(|c| c.to_string()).as_deref(), COST_OPENAI_CHAT);
+            })
+            .count();
+        assert_eq!(ok, 24, "tls {tls}");
+        assert!(
+            events.iter().any(|e| e.outcome == Outcome::Cancelled),
+            "tls {tls}: the left stream is recorded"
+        );
+        mock.wait_for_requests(25, Duration::from_secs(5)).await;
+    }
+}

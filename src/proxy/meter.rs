@@ -10,9 +10,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use super::client::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use crate::auth::keys::KeyOwner;
@@ -307,7 +307,7 @@ fn elapsed_ms(since: Instant) -> u64 {
 /// The response body handed to the client: upstream frames, untouched unless the
 /// injected usage chunk must be hidden, with a meter on the side.
 pub struct MeteredBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     meter: Option<Meter>,
     filter: Option<UsageChunkFilter>,
     ready: VecDeque<Bytes>,
@@ -329,7 +329,7 @@ pub struct MeteredBody {
 
 impl MeteredBody {
     pub fn new(
-        inner: Incoming,
+        inner: UpstreamBody,
         meter: Meter,
         filter: Option<UsageChunkFilter>,
         idle_timeout: Duration,

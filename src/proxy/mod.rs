@@ -204,8 +204,7 @@ async fn handle_inner(
         swap_provider_key(state, ctx, &mut parts.headers, slot)?;
     }
     parts.uri = uri;
-    // The pool picks h1 or h2 by ALPN; the legacy client rejects an h2-tagged request
-    // on an h1 connection.
+    // The pool picks h1 or h2 by ALPN, whatever version the client spoke.
     parts.version = Version::HTTP_11;
     let upstream_req = Request::from_parts(parts, Full::new(body));
 
@@ -213,12 +212,12 @@ async fn handle_inner(
     let overhead_before = sent_at.duration_since(started);
     let resp = match tokio::time::timeout(
         state.config.first_byte_timeout,
-        state.upstream.here().request(upstream_req),
+        state.upstream.here().send(upstream_req),
     )
     .await
     {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(ProxyError::Upstream(describe_client_error(&e))),
+        Ok(Err(e)) => return Err(ProxyError::Upstream(e.describe())),
         Err(_) => {
             return Err(ProxyError::UpstreamTimeout(
                 state.config.first_byte_timeout.as_millis(),
@@ -303,28 +302,4 @@ fn swap_provider_key(
         }
     }
     Ok(())
-}
-
-/// A short, secret-free reason for an upstream failure ("connection refused", "TLS: ...").
-fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
-    use std::error::Error;
-    let mut msg = String::new();
-    let mut src: Option<&dyn Error> = e.source();
-    while let Some(s) = src {
-        msg = s.to_string();
-        src = s.source();
-    }
-    if msg.is_empty() {
-        msg = e.to_string();
-    }
-    if e.is_connect() {
-        let lower = msg.to_ascii_lowercase();
-        if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
-            format!("TLS error: {msg}")
-        } else {
-            format!("connect error: {msg}")
-        }
-    } else {
-        msg
-    }
 }

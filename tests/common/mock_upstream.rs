@@ -292,6 +292,8 @@ struct Shared {
     cancelled: AtomicUsize,
     completed: AtomicUsize,
     tls_failures: AtomicUsize,
+    /// TCP connections accepted.
+    connections: AtomicUsize,
     /// Woken on every new request, cancelled body and TLS failure.
     changed: Notify,
 }
@@ -416,6 +418,11 @@ impl MockUpstreamHandle {
         self.shared.completed.load(Ordering::SeqCst)
     }
 
+    /// TCP connections accepted so far (a client that reuses connections opens few).
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
     /// TLS handshakes that failed (e.g. a client that does not trust the certificate).
     pub fn tls_failures(&self) -> usize {
         self.shared.tls_failures.load(Ordering::SeqCst)
@@ -476,6 +483,7 @@ async fn accept_loop(listener: TcpListener, acceptor: Option<TlsAcceptor>, share
             }
         };
         let _ = tcp.set_nodelay(true);
+        shared.connections.fetch_add(1, Ordering::SeqCst);
         connections.spawn(serve_tcp(tcp, acceptor.clone(), Arc::clone(&shared)));
     }
 }
