@@ -348,9 +348,12 @@ impl Store {
                 if n > 0 && n % PACE_EVENTS == 0 {
                     between();
                 }
-                let id = ulid::Ulid::from_string(&e.id).map(u128::from).unwrap_or(0);
+                let canonical = codec::canonical_ulid(&e.id);
+                let id = canonical
+                    .or_else(|| ulid::Ulid::from_string(&e.id).ok().map(u128::from))
+                    .unwrap_or(0);
                 buf.clear();
-                codec::encode_event(e, &mut buf);
+                codec::encode_event_with_id(e, canonical, &mut buf);
                 ev.insert((e.user_id.as_str(), id), buf.as_slice())?;
                 rollups.entry(RollupKey::of(e)).or_default().add_event(e);
                 let lu = last_used.entry(e.api_key_id.as_str()).or_default();
