@@ -105,9 +105,10 @@ impl Meter {
         }
     }
 
-    fn feed(&mut self, chunk: &[u8]) {
+    /// Reads a chunk that arrived at `now`.
+    fn feed(&mut self, chunk: &[u8], now: Instant) {
         if self.ttft_ms.is_none() {
-            self.ttft_ms = Some(elapsed_ms(self.ctx.started));
+            self.ttft_ms = Some(ms_between(self.ctx.started, now));
         }
         if self.copy != CopyState::Readable {
             return;
@@ -121,8 +122,9 @@ impl Meter {
         }
     }
 
-    /// Builds and queues the call's event. Consumes the meter: one event per call.
-    pub fn finish(mut self, end: End) {
+    /// Builds and queues the call's event, the call having ended at `now`. Consumes the
+    /// meter: one event per call.
+    pub fn finish(mut self, end: End, now: Instant) {
         if let Some(d) = self.decoder.as_mut()
             && end == End::Complete
             && self.copy == CopyState::Readable
@@ -147,7 +149,7 @@ impl Meter {
             }
             End::Complete => Outcome::Ok,
         };
-        let latency_ms = elapsed_ms(self.ctx.started);
+        let latency_ms = ms_between(self.ctx.started, now);
         let ttft_ms = self.ttft_ms;
         // Gemini streams without `alt=sse` as a JSON array, read by the JSON parser: a
         // streamed call all the same.
@@ -301,7 +303,11 @@ fn commit_event(state: &AppState, event: CostEvent) {
 }
 
 fn elapsed_ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+    ms_between(since, Instant::now())
+}
+
+fn ms_between(since: Instant, now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(since).as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The response body handed to the client: upstream frames, untouched unless the
@@ -328,11 +334,14 @@ pub struct MeteredBody {
 }
 
 impl MeteredBody {
+    /// `now`: a clock reading taken as the response head is handed on (the idle timeout
+    /// counts from it). Clock reads are ~40 ns each in a VM; a call shares them.
     pub fn new(
         inner: UpstreamBody,
         meter: Meter,
         filter: Option<UsageChunkFilter>,
         idle_timeout: Duration,
+        now: tokio::time::Instant,
     ) -> MeteredBody {
         MeteredBody {
             inner,
@@ -342,7 +351,7 @@ impl MeteredBody {
             idle_timeout,
             idle: None,
             idle_waker: None,
-            last_frame: tokio::time::Instant::now(),
+            last_frame: now,
             ended: false,
             failed: None,
             flush_offered: false,
@@ -355,7 +364,7 @@ impl MeteredBody {
         if let Some(rest) = self.filter.as_mut().and_then(|f| f.finish()) {
             self.ready.push_back(rest);
         }
-        self.end(End::UpstreamFailed);
+        self.end(End::UpstreamFailed, Instant::now());
         self.failed = Some(e);
     }
 
@@ -392,10 +401,10 @@ impl MeteredBody {
         }
     }
 
-    fn end(&mut self, how: End) {
+    fn end(&mut self, how: End, now: Instant) {
         self.ended = true;
         if let Some(m) = self.meter.take() {
-            m.finish(how);
+            m.finish(how, now);
         }
     }
 }
@@ -456,7 +465,7 @@ impl Body for MeteredBody {
                     if let Some(rest) = this.filter.as_mut().and_then(|f| f.finish()) {
                         this.ready.push_back(rest);
                     }
-                    this.end(End::Complete);
+                    this.end(End::Complete, Instant::now());
                     continue;
                 }
                 Some(Err(e)) => {
@@ -469,9 +478,12 @@ impl Body for MeteredBody {
                         // Trailers pass through as they are.
                         Err(other) => return Poll::Ready(Some(Ok(other))),
                     };
+                    // One clock read serves the idle timer, the first-byte time and,
+                    // for a body that ends here, the latency.
                     this.last_frame = tokio::time::Instant::now();
+                    let now = this.last_frame.into_std();
                     if let Some(m) = this.meter.as_mut() {
-                        m.feed(&frame);
+                        m.feed(&frame, now);
                     }
                     // hyper stops polling once a sized body has all its bytes, so the
                     // end is detected here rather than from a final `None`.
@@ -479,7 +491,7 @@ impl Body for MeteredBody {
                     match this.filter.as_mut() {
                         None => {
                             if last {
-                                this.end(End::Complete);
+                                this.end(End::Complete, now);
                             }
                             return Poll::Ready(Some(Ok(Frame::data(frame))));
                         }
@@ -489,7 +501,7 @@ impl Body for MeteredBody {
                                 if let Some(rest) = f.finish() {
                                     this.ready.push_back(rest);
                                 }
-                                this.end(End::Complete);
+                                this.end(End::Complete, now);
                             }
                             continue;
                         }
@@ -518,7 +530,7 @@ impl Drop for MeteredBody {
         if let Some(m) = self.meter.take() {
             // Dropping `inner` right after this closes the upstream stream: the call is
             // cancelled upstream too.
-            m.finish(End::Cancelled);
+            m.finish(End::Cancelled, Instant::now());
         }
     }
 }

@@ -208,10 +208,11 @@ async fn handle_inner(
     parts.version = Version::HTTP_11;
     let upstream_req = Request::from_parts(parts, Full::new(body));
 
-    let sent_at = Instant::now();
-    let overhead_before = sent_at.duration_since(started);
-    let resp = match tokio::time::timeout(
-        state.config.first_byte_timeout,
+    let sent_at = tokio::time::Instant::now();
+    let overhead_before = sent_at.into_std().saturating_duration_since(started);
+    // The deadline from the reading just taken rather than a clock read of its own.
+    let resp = match tokio::time::timeout_at(
+        sent_at + state.config.first_byte_timeout,
         state.upstream.here().send(upstream_req),
     )
     .await
@@ -224,7 +225,7 @@ async fn handle_inner(
             ));
         }
     };
-    let headers_at = Instant::now();
+    let headers_at = tokio::time::Instant::now();
 
     let (mut rparts, rbody) = resp.into_parts();
     headers::strip_hop_by_hop(&mut rparts.headers);
@@ -248,10 +249,12 @@ async fn handle_inner(
         .and_then(|v| v.to_str().ok());
     let ctx = ctx_slot.take().ok_or(ProxyError::Internal)?;
     let meter = Meter::new(ctx, rparts.status.as_u16(), streamed, encoding, request_id);
-    let body = MeteredBody::new(rbody, meter, filter, state.config.stream_idle_timeout);
+    let done = tokio::time::Instant::now();
+    let body = MeteredBody::new(rbody, meter, filter, state.config.stream_idle_timeout, done);
+    let overhead = overhead_before + done.saturating_duration_since(headers_at);
     state
         .metrics
-        .record_overhead_us((overhead_before + headers_at.elapsed()).as_micros() as u64);
+        .record_overhead_us(overhead.as_micros() as u64);
     Ok(Response::from_parts(rparts, Either::Left(body)))
 }
 
