@@ -315,7 +315,9 @@ fn ms_between(since: Instant, now: Instant) -> u64 {
 pub struct MeteredBody {
     inner: UpstreamBody,
     meter: Option<Meter>,
-    filter: Option<UsageChunkFilter>,
+    /// Boxed: it is rare (streams whose usage the proxy asked for) and large, and the
+    /// body is moved several times on its way into hyper.
+    filter: Option<Box<UsageChunkFilter>>,
     ready: VecDeque<Bytes>,
     idle_timeout: Duration,
     /// Armed at the first wait for the upstream and re-armed only when it fires early:
@@ -346,7 +348,7 @@ impl MeteredBody {
         MeteredBody {
             inner,
             meter: Some(meter),
-            filter,
+            filter: filter.map(Box::new),
             ready: VecDeque::new(),
             idle_timeout,
             idle: None,
