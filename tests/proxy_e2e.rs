@@ -1902,3 +1902,69 @@ async fn upstream_connections_are_pooled_per_protocol_and_a_cut_stream_is_not_re
         mock.wait_for_requests(25, Duration::from_secs(5)).await;
     }
 }
+
+/// An LLM stream holds its h2 stream for minutes, and hyper holds a call past a
+/// connection's stream cap until one ends: past 100 calls at once on one connection the
+/// pool opens another, so the 101st call reaches the upstream now.
+#[tokio::test]
+async fn h2_calls_past_a_connections_stream_cap_go_out_on_another_connection() {
+    const CALLS: usize = 110;
+    let mock = MockUpstream::tls()
+        .h2_max_concurrent_streams(100)
+        .json("/v1/chat/completions", "openai/chat_completion.json")
+        .route(
+            "POST",
+            "/v1/messages",
+            // Every stream stays open after its first byte, as a long generation does.
+            Reply::sse(fixture("anthropic/messages_stream.sse")).stall_after(1),
+        )
+        .start()
+        .await;
+    let app = TestApp::spawn_with(&mock.base_url(), |c| c.proxy_workers = 1).await;
+    let acct = app.account("h2cap@example.com").await;
+    // The pool's h2 connection exists before the burst.
+    chat_calls(&app, &acct.key, 1).await;
+    assert_eq!(mock.connections(), 1);
+
+    let calls = (0..CALLS).map(|_| async {
+        let r = app
+            .passthrough("/anthropic/v1/messages", &acct.key)
+            .body(MESSAGES)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r
+    });
+    let open = tokio::time::timeout(Duration::from_secs(20), futures::future::join_all(calls))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "only {} of {CALLS} streams reached the upstream",
+                mock.request_count() - 1
+            )
+        });
+    assert_eq!(mock.request_count(), 1 + CALLS);
+    // The first connection carries 100; the rest opened more (a few at once, as calls
+    // that found it full raced to connect), never one per call.
+    let conns = mock.connections();
+    assert!(
+        (2..=1 + CALLS - 100).contains(&conns),
+        "{conns} connections"
+    );
+    assert!(
+        mock.requests()
+            .iter()
+            .all(|r| r.version == http::Version::HTTP_2)
+    );
+
+    drop(open);
+    mock.wait_for_cancelled(CALLS, Duration::from_secs(10))
+        .await;
+    let events = app.wait_events(&acct.user_id, 1 + CALLS).await;
+    let cancelled = events
+        .iter()
+        .filter(|e| e.outcome == Outcome::Cancelled)
+        .count();
+    assert_eq!(cancelled, CALLS);
+}

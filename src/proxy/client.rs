@@ -13,6 +13,7 @@
 use std::error::Error as StdError;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -40,6 +41,13 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const MAX_IDLE: usize = 256;
 /// Closed pooled connections one call may run into before it opens a new one.
 const MAX_STALE: usize = 4;
+/// Calls one h2 connection carries at once; the next one opens another connection.
+/// Servers cap the streams of a connection (`SETTINGS_MAX_CONCURRENT_STREAMS`, 100 to 256
+/// at the big providers) and hyper holds a call past that cap until a stream ends, which
+/// for an LLM stream can be minutes. hyper does not tell us the server's value, so this is
+/// RFC 9113's recommended minimum for it. (The RFC asks clients not to open a second
+/// connection to one origin; proxies do, as Go's HTTP/2 transport does by default.)
+const MAX_H2_STREAMS: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -182,15 +190,42 @@ struct Conn {
 
 enum Sender {
     H1(http1::SendRequest<ReqBody>),
-    H2(http2::SendRequest<ReqBody>),
+    /// With the count of calls on the connection, shared by all its handles.
+    H2(http2::SendRequest<ReqBody>, Arc<Streams>),
 }
 
 impl Sender {
     fn is_closed(&self) -> bool {
         match self {
             Sender::H1(s) => s.is_closed(),
-            Sender::H2(s) => s.is_closed(),
+            Sender::H2(s, _) => s.is_closed(),
         }
+    }
+}
+
+/// Calls in flight on one h2 connection.
+#[derive(Default)]
+struct Streams(AtomicUsize);
+
+impl Streams {
+    /// One more call, unless the connection already carries [`MAX_H2_STREAMS`].
+    fn take(self: &Arc<Self>) -> Option<StreamSlot> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_H2_STREAMS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| StreamSlot(Arc::clone(self)))
+    }
+}
+
+/// A call's place on an h2 connection, given back when the call's response ends or is
+/// dropped (or the call fails before it).
+struct StreamSlot(Arc<Streams>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -217,7 +252,7 @@ impl Pool {
             } else {
                 None
             };
-            let (mut conn, reused) = match pooled {
+            let ((mut conn, slot), reused) = match pooled {
                 Some(c) => (c, true),
                 // Boxed: the connect state (TLS, handshakes) is large and rarely
                 // needed; inline it would be copied with every call's future.
@@ -238,7 +273,7 @@ impl Pool {
                     *req.uri_mut() = origin_form(&uri);
                     s.try_send_request(req).await
                 }
-                Sender::H2(s) => s.try_send_request(req).await,
+                Sender::H2(s, _) => s.try_send_request(req).await,
             };
             match sent {
                 Ok(resp) => {
@@ -248,9 +283,9 @@ impl Pool {
                             conn,
                         }),
                         // The pool kept its own handle on the connection.
-                        Sender::H2(_) => None,
+                        Sender::H2(..) => None,
                     };
-                    return Ok(resp.map(|inner| UpstreamBody { inner, lease }));
+                    return Ok(resp.map(|inner| UpstreamBody { inner, lease, slot }));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(back) if reused => {
@@ -270,35 +305,48 @@ impl Pool {
     }
 
     /// The newest open connection to the upstream: an HTTP/1.1 one is taken out, an h2
-    /// one shared. Connections idle longer than `IDLE_TIMEOUT` are closed on the way.
-    fn checkout(&self, https: bool, authority: &Authority) -> Option<Conn> {
+    /// one with room for another call shared (with the call's slot on it). HTTP/1.1
+    /// connections idle longer than `IDLE_TIMEOUT` are closed on the way.
+    fn checkout(&self, https: bool, authority: &Authority) -> Option<(Conn, Option<StreamSlot>)> {
         let mut idle = self.idle();
         let now = Instant::now();
-        while let Some(i) = idle
-            .iter()
-            .rposition(|e| e.conn.https == https && e.conn.authority == *authority)
-        {
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
             let e = &idle[i];
+            if e.conn.https != https || e.conn.authority != *authority {
+                continue;
+            }
             if e.conn.sender.is_closed() {
                 idle.remove(i);
                 continue;
             }
-            if let Sender::H2(s) = &e.conn.sender {
-                return Some(Conn {
-                    https,
-                    authority: e.conn.authority.clone(),
-                    host: e.conn.host.clone(),
-                    sender: Sender::H2(s.clone()),
-                });
+            match &e.conn.sender {
+                Sender::H2(s, streams) => {
+                    // Full: an older one may have room.
+                    let Some(slot) = streams.take() else {
+                        continue;
+                    };
+                    let conn = Conn {
+                        https,
+                        authority: e.conn.authority.clone(),
+                        host: e.conn.host.clone(),
+                        sender: Sender::H2(s.clone(), Arc::clone(streams)),
+                    };
+                    return Some((conn, Some(slot)));
+                }
+                Sender::H1(_) if now.duration_since(e.since) >= IDLE_TIMEOUT => {
+                    // Every HTTP/1.1 connection before it has waited longer still; the
+                    // h2 ones are not idle, only shared.
+                    let stale: Vec<Idle> = idle
+                        .extract_if(..=i, |e| matches!(e.conn.sender, Sender::H1(_)))
+                        .collect();
+                    drop(idle);
+                    drop(stale);
+                    return None;
+                }
+                Sender::H1(_) => return Some((idle.remove(i).conn, None)),
             }
-            if now.duration_since(e.since) >= IDLE_TIMEOUT {
-                // Oldest first: everything before it has waited longer still.
-                let old: Vec<Idle> = idle.drain(..=i).collect();
-                drop(idle);
-                drop(old);
-                return None;
-            }
-            return Some(idle.remove(i).conn);
         }
         None
     }
@@ -309,20 +357,20 @@ impl Pool {
             return;
         }
         let mut idle = self.idle();
-        if idle.len() >= MAX_IDLE {
-            let oldest = idle.remove(0);
-            idle.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
-            drop(idle);
-            drop(oldest);
-            return;
-        }
+        let oldest = if idle.len() >= MAX_IDLE {
+            // The HTTP/1.1 one idle longest; shared h2 connections stay.
+            idle.iter()
+                .position(|e| matches!(e.conn.sender, Sender::H1(_)))
+                .map(|j| idle.remove(j))
+        } else {
+            None
+        };
         idle.push(Idle {
             conn,
             since: Instant::now(),
         });
+        drop(idle);
+        drop(oldest);
     }
 
     async fn connect(
@@ -330,7 +378,7 @@ impl Pool {
         https: bool,
         authority: &Authority,
         uri: &Uri,
-    ) -> Result<Conn, UpstreamError> {
+    ) -> Result<(Conn, Option<StreamSlot>), UpstreamError> {
         let io = self
             .connector
             .clone()
@@ -345,7 +393,7 @@ impl Pool {
                     tracing::debug!(error = %e, "upstream h2 connection ended");
                 }
             });
-            Sender::H2(s)
+            Sender::H2(s, Arc::default())
         } else {
             let (s, c) = http1::handshake(io).await?;
             tokio::spawn(async move {
@@ -361,19 +409,24 @@ impl Pool {
             host: host_header(https, authority),
             sender,
         };
-        if let Sender::H2(s) = &conn.sender {
-            // Shared from now on by every call to this upstream on this worker.
-            self.idle().push(Idle {
-                conn: Conn {
-                    https,
-                    authority: authority.clone(),
-                    host: conn.host.clone(),
-                    sender: Sender::H2(s.clone()),
-                },
-                since: Instant::now(),
-            });
-        }
-        Ok(conn)
+        let slot = match &conn.sender {
+            Sender::H2(s, streams) => {
+                // Shared from now on by every call to this upstream on this worker.
+                self.idle().push(Idle {
+                    conn: Conn {
+                        https,
+                        authority: authority.clone(),
+                        host: conn.host.clone(),
+                        sender: Sender::H2(s.clone(), Arc::clone(streams)),
+                    },
+                    since: Instant::now(),
+                });
+                // A new connection has room for the call that opened it.
+                streams.take()
+            }
+            Sender::H1(_) => None,
+        };
+        Ok((conn, slot))
     }
 }
 
@@ -407,10 +460,13 @@ struct Lease {
 pub struct UpstreamBody {
     inner: Incoming,
     lease: Option<Lease>,
+    /// The call's place on its h2 connection, given back as the body ends.
+    slot: Option<StreamSlot>,
 }
 
 impl UpstreamBody {
     fn release(&mut self) {
+        self.slot = None;
         if let Some(l) = self.lease.take() {
             l.pool.put(l.conn);
         }
@@ -473,6 +529,20 @@ mod tests {
         assert_eq!(o("http://a.example"), "/");
     }
 
+    #[test]
+    fn an_h2_connection_takes_calls_up_to_its_cap_and_frees_a_slot_when_one_ends() {
+        let streams = Arc::new(Streams::default());
+        let mut slots: Vec<StreamSlot> = (0..MAX_H2_STREAMS)
+            .map(|_| streams.take().expect("room"))
+            .collect();
+        assert!(streams.take().is_none(), "full at {MAX_H2_STREAMS}");
+        slots.pop();
+        let again = streams.take();
+        assert!(again.is_some(), "a call that ended gave its slot back");
+        drop((slots, again));
+        assert_eq!(streams.0.load(Ordering::Acquire), 0);
+    }
+
     #[tokio::test]
     async fn connections_idle_past_the_timeout_are_closed_not_reused() {
         use tokio::io::AsyncReadExt;
@@ -497,7 +567,8 @@ mod tests {
             .unwrap();
         let authority = uri.authority().unwrap().clone();
         for age in [IDLE_TIMEOUT * 2, IDLE_TIMEOUT + Duration::from_secs(1)] {
-            let conn = pool.connect(false, &authority, &uri).await.unwrap();
+            let (conn, slot) = pool.connect(false, &authority, &uri).await.unwrap();
+            assert!(slot.is_none(), "only h2 calls take a slot");
             assert!(
                 matches!(conn.sender, Sender::H1(_)),
                 "plain HTTP is HTTP/1.1"
@@ -507,7 +578,7 @@ mod tests {
                 since: Instant::now().checked_sub(age).unwrap(),
             });
         }
-        let fresh = pool.connect(false, &authority, &uri).await.unwrap();
+        let (fresh, _) = pool.connect(false, &authority, &uri).await.unwrap();
         pool.put(fresh);
         assert_eq!(pool.idle().len(), 3);
 

@@ -175,6 +175,7 @@ enum Transport {
 pub struct MockUpstream {
     transport: Transport,
     routes: Vec<Route>,
+    h2_max_streams: Option<u32>,
 }
 
 impl MockUpstream {
@@ -206,6 +207,7 @@ impl MockUpstream {
         MockUpstream {
             transport,
             routes: Vec::new(),
+            h2_max_streams: None,
         }
     }
 
@@ -219,6 +221,13 @@ impl MockUpstream {
             path: path.to_owned(),
             reply,
         });
+        self
+    }
+
+    /// Advertises `n` as each h2 connection's `SETTINGS_MAX_CONCURRENT_STREAMS` (hyper's
+    /// default is 200); streams past it wait on the client's side.
+    pub fn h2_max_concurrent_streams(mut self, n: u32) -> MockUpstream {
+        self.h2_max_streams = Some(n);
         self
     }
 
@@ -247,6 +256,7 @@ impl MockUpstream {
         let addr = listener.local_addr().expect("listener address");
         let shared = Arc::new(Shared {
             routes: self.routes,
+            h2_max_streams: self.h2_max_streams,
             ..Shared::default()
         });
         let tls = acceptor.is_some();
@@ -288,6 +298,7 @@ fn tls_acceptor(cert: &Path, key: &Path) -> TlsAcceptor {
 #[derive(Default)]
 struct Shared {
     routes: Vec<Route>,
+    h2_max_streams: Option<u32>,
     exchanges: Mutex<Vec<Exchange>>,
     cancelled: AtomicUsize,
     completed: AtomicUsize,
@@ -507,6 +518,7 @@ async fn serve_io<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: T, sha
         inner: io,
         ctl: Arc::clone(&ctl),
     });
+    let h2_max_streams = shared.h2_max_streams;
     let service = {
         let ctl = Arc::clone(&ctl);
         service_fn(move |req| {
@@ -514,7 +526,10 @@ async fn serve_io<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: T, sha
             async move { Ok::<_, Infallible>(respond(req, shared, ctl).await) }
         })
     };
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Some(n) = h2_max_streams {
+        builder.http2().max_concurrent_streams(n);
+    }
     let connection = builder.serve_connection(io, service);
     // Errors (a client that vanished, a cut) just end the connection.
     let _ = CutWhenFlushed {
