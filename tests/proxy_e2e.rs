@@ -1945,13 +1945,9 @@ async fn h2_calls_past_a_connections_stream_cap_go_out_on_another_connection() {
             )
         });
     assert_eq!(mock.request_count(), 1 + CALLS);
-    // The first connection carries 100; the rest opened more (a few at once, as calls
-    // that found it full raced to connect), never one per call.
-    let conns = mock.connections();
-    assert!(
-        (2..=1 + CALLS - 100).contains(&conns),
-        "{conns} connections"
-    );
+    // The first connection carries 100; one more opened for the other ten, which waited
+    // for it rather than each open their own.
+    assert_eq!(mock.connections(), 2);
     assert!(
         mock.requests()
             .iter()

@@ -72,6 +72,9 @@ pub enum UpstreamError {
     /// The HTTP handshake, sending the request or reading the response head.
     #[error("{0}")]
     Http(#[from] hyper::Error),
+    /// The connection this call waited for failed to open, for this reason.
+    #[error("{0}")]
+    Waited(String),
 }
 
 impl UpstreamError {
@@ -80,6 +83,7 @@ impl UpstreamError {
         let mut msg = String::new();
         let mut src: Option<&dyn StdError> = match self {
             UpstreamError::BadUri => None,
+            UpstreamError::Waited(why) => return why.clone(),
             UpstreamError::Connect(e) => Some(e.as_ref()),
             UpstreamError::Http(e) => Some(e),
         };
@@ -161,6 +165,7 @@ pub fn build(
             Arc::new(Pool {
                 connector: connector.clone(),
                 idle: Mutex::new(Vec::new()),
+                openers: Mutex::new(Vec::new()),
             })
         })
         .collect();
@@ -173,6 +178,26 @@ pub struct Pool {
     /// Oldest first: HTTP/1.1 connections are pushed when they become idle, h2 ones when
     /// opened (and stay while open, shared by every call).
     idle: Mutex<Vec<Idle>>,
+    /// One per h2 upstream whose connections have been found full: new connections to it
+    /// open one at a time.
+    openers: Mutex<Vec<Opener>>,
+}
+
+/// Takes turns opening h2 connections to one upstream. Calls that find every connection
+/// full would otherwise each open one at once (a burst of 50 past the cap: 50 TLS
+/// handshakes for connections of 100 streams each); instead one opens and the rest take
+/// slots on it.
+struct Opener {
+    https: bool,
+    authority: Authority,
+    /// The turn, holding why the last attempt failed: calls that waited for that attempt
+    /// fail with it rather than each try again, one connect timeout after another.
+    turn: Arc<tokio::sync::Mutex<Option<Failed>>>,
+}
+
+struct Failed {
+    at: Instant,
+    why: String,
 }
 
 struct Idle {
@@ -201,6 +226,15 @@ impl Sender {
             Sender::H2(s, _) => s.is_closed(),
         }
     }
+}
+
+/// A connection for one call, with its slot when the connection is a shared h2 one.
+type Checkout = (Conn, Option<StreamSlot>);
+
+/// Why the pool had no connection for a call.
+struct Miss {
+    /// The upstream's h2 connections were all full (so it speaks h2).
+    h2_full: bool,
 }
 
 /// Calls in flight on one h2 connection.
@@ -250,13 +284,13 @@ impl Pool {
             let pooled = if stale < MAX_STALE {
                 self.checkout(https, authority)
             } else {
-                None
+                Err(Miss { h2_full: false })
             };
             let ((mut conn, slot), reused) = match pooled {
-                Some(c) => (c, true),
+                Ok(c) => (c, true),
                 // Boxed: the connect state (TLS, handshakes) is large and rarely
                 // needed; inline it would be copied with every call's future.
-                None => (Box::pin(self.connect(https, authority, &uri)).await?, false),
+                Err(miss) => Box::pin(self.open(https, authority, &uri, miss)).await?,
             };
             let sent = match &mut conn.sender {
                 Sender::H1(s) => {
@@ -307,8 +341,9 @@ impl Pool {
     /// The newest open connection to the upstream: an HTTP/1.1 one is taken out, an h2
     /// one with room for another call shared (with the call's slot on it). HTTP/1.1
     /// connections idle longer than `IDLE_TIMEOUT` are closed on the way.
-    fn checkout(&self, https: bool, authority: &Authority) -> Option<(Conn, Option<StreamSlot>)> {
+    fn checkout(&self, https: bool, authority: &Authority) -> Result<Checkout, Miss> {
         let mut idle = self.idle();
+        let mut h2_full = false;
         let now = Instant::now();
         let mut i = idle.len();
         while i > 0 {
@@ -325,6 +360,7 @@ impl Pool {
                 Sender::H2(s, streams) => {
                     // Full: an older one may have room.
                     let Some(slot) = streams.take() else {
+                        h2_full = true;
                         continue;
                     };
                     let conn = Conn {
@@ -333,7 +369,7 @@ impl Pool {
                         host: e.conn.host.clone(),
                         sender: Sender::H2(s.clone(), Arc::clone(streams)),
                     };
-                    return Some((conn, Some(slot)));
+                    return Ok((conn, Some(slot)));
                 }
                 Sender::H1(_) if now.duration_since(e.since) >= IDLE_TIMEOUT => {
                     // Every HTTP/1.1 connection before it has waited longer still; the
@@ -343,12 +379,69 @@ impl Pool {
                         .collect();
                     drop(idle);
                     drop(stale);
-                    return None;
+                    return Err(Miss { h2_full });
                 }
-                Sender::H1(_) => return Some((idle.remove(i).conn, None)),
+                Sender::H1(_) => return Ok((idle.remove(i).conn, None)),
             }
         }
-        None
+        Err(Miss { h2_full })
+    }
+
+    /// A connection for a call that found none free in the pool, and whether it is a
+    /// pooled one after all (another call opened it meanwhile).
+    async fn open(
+        &self,
+        https: bool,
+        authority: &Authority,
+        uri: &Uri,
+        miss: Miss,
+    ) -> Result<(Checkout, bool), UpstreamError> {
+        if !miss.h2_full {
+            return Ok((self.connect(https, authority, uri).await?, false));
+        }
+        let turn = self.opener(https, authority);
+        let waiting_since = Instant::now();
+        let mut failed = turn.lock().await;
+        if let Some(f) = failed.as_ref().filter(|f| f.at >= waiting_since) {
+            return Err(UpstreamError::Waited(f.why.clone()));
+        }
+        if let Ok(c) = self.checkout(https, authority) {
+            return Ok((c, true));
+        }
+        match self.connect(https, authority, uri).await {
+            Ok(c) => {
+                *failed = None;
+                Ok((c, false))
+            }
+            Err(e) => {
+                *failed = Some(Failed {
+                    at: Instant::now(),
+                    why: e.describe(),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    fn opener(
+        &self,
+        https: bool,
+        authority: &Authority,
+    ) -> Arc<tokio::sync::Mutex<Option<Failed>>> {
+        let mut openers = self.openers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(o) = openers
+            .iter()
+            .find(|o| o.https == https && o.authority == *authority)
+        {
+            return Arc::clone(&o.turn);
+        }
+        let turn = Arc::new(tokio::sync::Mutex::new(None));
+        openers.push(Opener {
+            https,
+            authority: authority.clone(),
+            turn: Arc::clone(&turn),
+        });
+        turn
     }
 
     /// Puts an HTTP/1.1 connection whose response has ended back for the next call.
@@ -378,7 +471,7 @@ impl Pool {
         https: bool,
         authority: &Authority,
         uri: &Uri,
-    ) -> Result<(Conn, Option<StreamSlot>), UpstreamError> {
+    ) -> Result<Checkout, UpstreamError> {
         let io = self
             .connector
             .clone()
@@ -544,6 +637,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn calls_waiting_for_an_h2_connection_that_fails_to_open_fail_with_it() {
+        // Accepts and hangs up at once: every TLS handshake fails quickly.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let server = {
+            let accepted = Arc::clone(&accepted);
+            tokio::spawn(async move {
+                while let Ok((s, _)) = listener.accept().await {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    drop(s);
+                }
+            })
+        };
+        let upstream = build(None, Duration::from_secs(5), 0).unwrap();
+        let pool = Arc::clone(upstream.here());
+        let uri: Uri = format!("https://{addr}/v1/x").parse().unwrap();
+        let authority = uri.authority().unwrap().clone();
+        // Eight calls that found the upstream's h2 connections full, at once.
+        let calls = (0..8).map(|_| pool.open(true, &authority, &uri, Miss { h2_full: true }));
+        let results = futures::future::join_all(calls).await;
+        let errors: Vec<String> = results
+            .into_iter()
+            .map(|r| r.err().expect("nothing to connect to").describe())
+            .collect();
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one attempt for all eight"
+        );
+        assert!(errors[0].contains("error"), "{errors:?}");
+        assert!(errors.iter().all(|e| *e == errors[0]), "{errors:?}");
+        // A later call tries again.
+        let again = pool
+            .open(true, &authority, &uri, Miss { h2_full: true })
+            .await;
+        assert!(again.is_err());
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        server.abort();
+    }
+
+    #[tokio::test]
     async fn connections_idle_past_the_timeout_are_closed_not_reused() {
         use tokio::io::AsyncReadExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -584,12 +719,12 @@ mod tests {
 
         // Another upstream's connections are never lent.
         let other: Authority = "127.0.0.1:1".parse().unwrap();
-        assert!(pool.checkout(false, &other).is_none());
-        assert!(pool.checkout(true, &authority).is_none());
+        assert!(pool.checkout(false, &other).is_err());
+        assert!(pool.checkout(true, &authority).is_err());
         // The newest comes out; the next checkout finds only stale ones and closes them.
         let newest = pool.checkout(false, &authority);
-        assert!(newest.is_some());
-        assert!(pool.checkout(false, &authority).is_none());
+        assert!(newest.is_ok());
+        assert!(pool.checkout(false, &authority).is_err());
         assert_eq!(pool.idle().len(), 0);
         for _ in 0..2 {
             tokio::time::timeout(Duration::from_secs(5), closed.recv())
