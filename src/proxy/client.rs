@@ -339,9 +339,12 @@ impl Pool {
     }
 
     /// The newest open connection to the upstream: an HTTP/1.1 one is taken out, an h2
-    /// one with room for another call shared (with the call's slot on it). HTTP/1.1
-    /// connections idle longer than `IDLE_TIMEOUT` are closed on the way.
+    /// one with room for another call shared (with the call's slot on it). Connections
+    /// idle longer than `IDLE_TIMEOUT` are closed on the way (an h2 one is idle when no
+    /// call is on it and none started on it for that long).
     fn checkout(&self, https: bool, authority: &Authority) -> Result<Checkout, Miss> {
+        // Connections to close, dropped after the lock (declared first, dropped last).
+        let mut gone: Vec<Idle> = Vec::new();
         let mut idle = self.idle();
         let mut h2_full = false;
         let now = Instant::now();
@@ -357,6 +360,14 @@ impl Pool {
                 continue;
             }
             match &e.conn.sender {
+                Sender::H2(_, streams)
+                    if now.duration_since(e.since) >= IDLE_TIMEOUT
+                        && streams.0.load(Ordering::Acquire) == 0 =>
+                {
+                    // The pool's handle is the last one: dropping it closes the connection.
+                    gone.push(idle.remove(i));
+                    continue;
+                }
                 Sender::H2(s, streams) => {
                     // Full: an older one may have room.
                     let Some(slot) = streams.take() else {
@@ -369,6 +380,7 @@ impl Pool {
                         host: e.conn.host.clone(),
                         sender: Sender::H2(s.clone(), Arc::clone(streams)),
                     };
+                    idle[i].since = now;
                     return Ok((conn, Some(slot)));
                 }
                 Sender::H1(_) if now.duration_since(e.since) >= IDLE_TIMEOUT => {
@@ -634,6 +646,74 @@ mod tests {
         assert!(again.is_some(), "a call that ended gave its slot back");
         drop((slots, again));
         assert_eq!(streams.0.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn h2_connections_unused_past_the_timeout_are_closed_and_busy_ones_kept() {
+        use hyper_util::rt::TokioIo;
+        // An h2 server (prior knowledge) that reports each connection that ends.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+        let server = tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let closed_tx = closed_tx.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::new())))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                    let _ = closed_tx.send(());
+                });
+            }
+        });
+        let authority: Authority = addr.to_string().parse().unwrap();
+        let h2 = |streams: Arc<Streams>| {
+            let authority = authority.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let (s, c) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                    .await
+                    .unwrap();
+                tokio::spawn(c);
+                Conn {
+                    https: false,
+                    host: host_header(false, &authority),
+                    authority,
+                    sender: Sender::H2(s, streams),
+                }
+            }
+        };
+        let upstream = build(None, Duration::from_secs(5), 0).unwrap();
+        let pool = Arc::clone(upstream.here());
+        let long_ago = Instant::now()
+            .checked_sub(IDLE_TIMEOUT + Duration::from_secs(1))
+            .unwrap();
+        // Both last lent long ago; the older one still has a call on it.
+        let busy = Arc::new(Streams::default());
+        let call = busy.take().unwrap();
+        for streams in [Arc::clone(&busy), Arc::default()] {
+            let conn = h2(streams).await;
+            pool.idle().push(Idle {
+                conn,
+                since: long_ago,
+            });
+        }
+
+        let (conn, slot) = pool.checkout(false, &authority).ok().expect("the busy one");
+        assert!(matches!(&conn.sender, Sender::H2(_, s) if Arc::ptr_eq(s, &busy)));
+        assert_eq!(pool.idle().len(), 1, "the unused one left the pool");
+        tokio::time::timeout(Duration::from_secs(5), closed.recv())
+            .await
+            .expect("the unused one is closed")
+            .unwrap();
+        // Lent just now, so it stays pooled once its calls end.
+        drop((conn, slot, call));
+        assert!(pool.checkout(false, &authority).is_ok());
+        assert!(closed.try_recv().is_err(), "the busy one stays open");
+        server.abort();
     }
 
     #[tokio::test]
