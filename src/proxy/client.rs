@@ -219,6 +219,19 @@ enum Sender {
     H2(http2::SendRequest<ReqBody>, Arc<Streams>),
 }
 
+impl Conn {
+    /// Another handle on this connection, whose sender is the h2 `s` with `streams`:
+    /// the pool's and every call's share the stream count.
+    fn h2_handle(&self, s: &http2::SendRequest<ReqBody>, streams: &Arc<Streams>) -> Conn {
+        Conn {
+            https: self.https,
+            authority: self.authority.clone(),
+            host: self.host.clone(),
+            sender: Sender::H2(s.clone(), Arc::clone(streams)),
+        }
+    }
+}
+
 impl Sender {
     fn is_closed(&self) -> bool {
         match self {
@@ -356,7 +369,7 @@ impl Pool {
                 continue;
             }
             if e.conn.sender.is_closed() {
-                idle.remove(i);
+                gone.push(idle.remove(i));
                 continue;
             }
             match &e.conn.sender {
@@ -374,23 +387,14 @@ impl Pool {
                         h2_full = true;
                         continue;
                     };
-                    let conn = Conn {
-                        https,
-                        authority: e.conn.authority.clone(),
-                        host: e.conn.host.clone(),
-                        sender: Sender::H2(s.clone(), Arc::clone(streams)),
-                    };
+                    let conn = e.conn.h2_handle(s, streams);
                     idle[i].since = now;
                     return Ok((conn, Some(slot)));
                 }
                 Sender::H1(_) if now.duration_since(e.since) >= IDLE_TIMEOUT => {
                     // Every HTTP/1.1 connection before it has waited longer still; the
                     // h2 ones are not idle, only shared.
-                    let stale: Vec<Idle> = idle
-                        .extract_if(..=i, |e| matches!(e.conn.sender, Sender::H1(_)))
-                        .collect();
-                    drop(idle);
-                    drop(stale);
+                    gone.extend(idle.extract_if(..=i, |e| matches!(e.conn.sender, Sender::H1(_))));
                     return Err(Miss { h2_full });
                 }
                 Sender::H1(_) => return Ok((idle.remove(i).conn, None)),
@@ -518,12 +522,7 @@ impl Pool {
             Sender::H2(s, streams) => {
                 // Shared from now on by every call to this upstream on this worker.
                 self.idle().push(Idle {
-                    conn: Conn {
-                        https,
-                        authority: authority.clone(),
-                        host: conn.host.clone(),
-                        sender: Sender::H2(s.clone(), Arc::clone(streams)),
-                    },
+                    conn: conn.h2_handle(s, streams),
                     since: Instant::now(),
                 });
                 // A new connection has room for the call that opened it.

@@ -10,11 +10,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use super::client::UpstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
+use super::client::UpstreamBody;
 use crate::auth::keys::KeyOwner;
 use crate::pricing::PriceContext;
 use crate::providers::decode::{ContentDecoder, DecodeError};
