@@ -24,11 +24,16 @@ use super::model::CostEvent;
 const MAX_BATCH: usize = 16_384;
 /// Under load, commits start at least this far apart so events gather into fewer,
 /// larger transactions: at 20k calls/s this cut the writer's CPU several-fold. It also
-/// keeps the fsyncs (two per commit) rare enough not to show in the proxy's latency:
-/// at one connection (~10k calls/s) 5 ms gave +230..+275 µs added p99, 20 ms +77..+86.
-/// Events are queued in memory meanwhile either way; an idle writer commits at once
-/// and a flush request (shutdown, tests) never waits.
-const MIN_COMMIT_INTERVAL: Duration = Duration::from_millis(20);
+/// keeps the fsyncs (two per commit) rare enough not to show in the proxy's latency; on
+/// a VM an fsync stalls the other threads too (the host serves the disk), whatever the
+/// writer's priority. At one connection (~10k calls/s) 5 ms gave +230..+275 µs added
+/// p99, 20 ms +77..+86; against 20 ms, 50 ms cut the streaming time-to-first-byte p99
+/// from the pass-through's +97 to +28 µs and JSON's from +49 to +30 (medians of 5
+/// interleaved rounds; 100 ms did no better). A `kill -9` loses at most this long of
+/// calls plus one commit, within the 150 ms `tests/durability.rs` allows. Events are
+/// queued in memory meanwhile either way; an idle writer commits at once and a flush
+/// request (shutdown, tests) never waits.
+const MIN_COMMIT_INTERVAL: Duration = Duration::from_millis(50);
 /// Most senders waiting for room in a full queue.
 const MAX_WAITING: u64 = 65_536;
 /// The writer thread's nice value. A commit is a millisecond or more of CPU; at normal
