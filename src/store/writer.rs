@@ -229,9 +229,7 @@ fn run(store: Store, mut rx: mpsc::Receiver<Msg>, stats: Arc<WriterStats>, stop:
             break;
         };
         take(first, &mut batch, &mut acks);
-        if acks.is_empty()
-            && let Some(rest) = MIN_COMMIT_INTERVAL.checked_sub(last_commit.elapsed())
-        {
+        if let Some(rest) = wait_before_commit(last_commit.elapsed(), &acks, stats.queue_depth()) {
             std::thread::sleep(rest);
         }
         while batch.len() < MAX_BATCH {
@@ -240,8 +238,10 @@ fn run(store: Store, mut rx: mpsc::Receiver<Msg>, stats: Arc<WriterStats>, stop:
                 Err(_) => break,
             }
         }
-        commit(&store, &mut batch, &stats, &stop);
+        // Commits are spaced start to start: one that takes longer than the interval is
+        // followed at once, so a full queue drains at the disk's pace.
         last_commit = Instant::now();
+        commit(&store, &mut batch, &stats, &stop);
         for a in acks.drain(..) {
             let _ = a.send(());
         }
@@ -261,6 +261,22 @@ fn run(store: Store, mut rx: mpsc::Receiver<Msg>, stats: Arc<WriterStats>, stop:
         let _ = a.send(());
     }
     rx.close();
+}
+
+/// How long to let events gather before the next commit, `since` the last one
+/// started: nothing for a flush, or when a full batch is already queued (waiting would
+/// only cap the writer at `MAX_BATCH` a `MIN_COMMIT_INTERVAL`).
+fn wait_before_commit(
+    since: Duration,
+    acks: &[oneshot::Sender<()>],
+    queued: u64,
+) -> Option<Duration> {
+    if !acks.is_empty() || queued >= MAX_BATCH as u64 {
+        return None;
+    }
+    MIN_COMMIT_INTERVAL
+        .checked_sub(since)
+        .filter(|d| !d.is_zero())
 }
 
 fn take(m: Msg, batch: &mut Vec<CostEvent>, acks: &mut Vec<oneshot::Sender<()>>) {
@@ -344,6 +360,22 @@ mod tests {
             return rest.split_whitespace().nth(19 - 3)?.parse().ok();
         }
         None
+    }
+
+    #[test]
+    fn commits_wait_for_the_interval_unless_flushed_or_a_full_batch_is_queued() {
+        let half = MIN_COMMIT_INTERVAL / 2;
+        assert_eq!(
+            wait_before_commit(half, &[], 1),
+            Some(MIN_COMMIT_INTERVAL - half)
+        );
+        assert_eq!(wait_before_commit(MIN_COMMIT_INTERVAL, &[], 1), None);
+        assert_eq!(
+            wait_before_commit(Duration::ZERO, &[], MAX_BATCH as u64),
+            None
+        );
+        let (ack, _rx) = oneshot::channel();
+        assert_eq!(wait_before_commit(Duration::ZERO, &[ack], 1), None);
     }
 
     #[test]
