@@ -229,7 +229,9 @@ fn run(store: Store, mut rx: mpsc::Receiver<Msg>, stats: Arc<WriterStats>, stop:
             break;
         };
         take(first, &mut batch, &mut acks);
-        if let Some(rest) = wait_before_commit(last_commit.elapsed(), &acks, stats.queue_depth()) {
+        let flushing = !acks.is_empty();
+        if let Some(rest) = wait_before_commit(last_commit.elapsed(), flushing, stats.queue_depth())
+        {
             std::thread::sleep(rest);
         }
         while batch.len() < MAX_BATCH {
@@ -266,12 +268,8 @@ fn run(store: Store, mut rx: mpsc::Receiver<Msg>, stats: Arc<WriterStats>, stop:
 /// How long to let events gather before the next commit, `since` the last one
 /// started: nothing for a flush, or when a full batch is already queued (waiting would
 /// only cap the writer at `MAX_BATCH` a `MIN_COMMIT_INTERVAL`).
-fn wait_before_commit(
-    since: Duration,
-    acks: &[oneshot::Sender<()>],
-    queued: u64,
-) -> Option<Duration> {
-    if !acks.is_empty() || queued >= MAX_BATCH as u64 {
+fn wait_before_commit(since: Duration, flushing: bool, queued: u64) -> Option<Duration> {
+    if flushing || queued >= MAX_BATCH as u64 {
         return None;
     }
     MIN_COMMIT_INTERVAL
@@ -366,16 +364,15 @@ mod tests {
     fn commits_wait_for_the_interval_unless_flushed_or_a_full_batch_is_queued() {
         let half = MIN_COMMIT_INTERVAL / 2;
         assert_eq!(
-            wait_before_commit(half, &[], 1),
+            wait_before_commit(half, false, 1),
             Some(MIN_COMMIT_INTERVAL - half)
         );
-        assert_eq!(wait_before_commit(MIN_COMMIT_INTERVAL, &[], 1), None);
+        assert_eq!(wait_before_commit(MIN_COMMIT_INTERVAL, false, 1), None);
         assert_eq!(
-            wait_before_commit(Duration::ZERO, &[], MAX_BATCH as u64),
+            wait_before_commit(Duration::ZERO, false, MAX_BATCH as u64),
             None
         );
-        let (ack, _rx) = oneshot::channel();
-        assert_eq!(wait_before_commit(Duration::ZERO, &[ack], 1), None);
+        assert_eq!(wait_before_commit(Duration::ZERO, true, 1), None);
     }
 
     #[test]
