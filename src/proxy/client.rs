@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::uri::{Authority, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
@@ -30,6 +30,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use tower::ServiceExt;
+
+use crate::config::BaseUrl;
 
 type Connector = HttpsConnector<HttpConnector>;
 type ReqBody = Full<Bytes>;
@@ -63,7 +65,7 @@ pub enum ClientError {
 /// Why a call got no response from the upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// The URI has no `http`/`https` scheme or no authority (a bug in the caller).
+    /// The upstream's URI could not be put together (a bug: the parts were checked).
     #[error("invalid upstream URI")]
     BadUri,
     /// TCP connect or TLS handshake.
@@ -277,19 +279,17 @@ impl Drop for StreamSlot {
 }
 
 impl Pool {
-    /// Sends `req` (absolute URI) on a pooled connection, or a new one. A request that
-    /// never left because a reused connection had just closed is sent again.
+    /// Sends `req` to the upstream at `to`, on a pooled connection or a new one. `req`
+    /// carries the origin-form target (path and query), which HTTP/1.1 sends as it is
+    /// with `Host`; h2 takes the absolute form, built only then. A request that never
+    /// left because a reused connection had just closed is sent again.
     pub async fn send(
         self: &Arc<Self>,
+        to: &BaseUrl,
         mut req: Request<ReqBody>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let uri = req.uri().clone();
-        let https = match uri.scheme() {
-            Some(s) if *s == Scheme::HTTPS => true,
-            Some(s) if *s == Scheme::HTTP => false,
-            _ => return Err(UpstreamError::BadUri),
-        };
-        let authority = uri.authority().ok_or(UpstreamError::BadUri)?;
+        let https = to.scheme == Scheme::HTTPS;
+        let authority = &to.authority;
         // Pooled connections that turned out closed; past a few, a new one is opened
         // (an h2 connection stays pooled until hyper sees it closed).
         let mut stale = 0;
@@ -303,7 +303,7 @@ impl Pool {
                 Ok(c) => (c, true),
                 // Boxed: the connect state (TLS, handshakes) is large and rarely
                 // needed; inline it would be copied with every call's future.
-                Err(miss) => Box::pin(self.open(https, authority, &uri, miss)).await?,
+                Err(miss) => Box::pin(self.open(https, authority, miss)).await?,
             };
             let sent = match &mut conn.sender {
                 Sender::H1(s) => {
@@ -317,10 +317,13 @@ impl Pool {
                     req.headers_mut()
                         .entry(header::HOST)
                         .or_insert_with(|| conn.host.clone());
-                    *req.uri_mut() = origin_form(&uri);
+                    origin_form(req.uri_mut());
                     s.try_send_request(req).await
                 }
-                Sender::H2(s, _) => s.try_send_request(req).await,
+                Sender::H2(s, _) => {
+                    absolute_form(req.uri_mut(), &to.scheme, authority)?;
+                    s.try_send_request(req).await
+                }
             };
             match sent {
                 Ok(resp) => {
@@ -338,7 +341,6 @@ impl Pool {
                     Some(back) if reused => {
                         stale += 1;
                         req = back;
-                        *req.uri_mut() = uri.clone();
                     }
                     _ => return Err(e.into_error().into()),
                 },
@@ -409,11 +411,10 @@ impl Pool {
         &self,
         https: bool,
         authority: &Authority,
-        uri: &Uri,
         miss: Miss,
     ) -> Result<(Checkout, bool), UpstreamError> {
         if !miss.h2_full {
-            return Ok((self.connect(https, authority, uri).await?, false));
+            return Ok((self.connect(https, authority).await?, false));
         }
         let turn = self.opener(https, authority);
         let waiting_since = Instant::now();
@@ -424,7 +425,7 @@ impl Pool {
         if let Ok(c) = self.checkout(https, authority) {
             return Ok((c, true));
         }
-        match self.connect(https, authority, uri).await {
+        match self.connect(https, authority).await {
             Ok(c) => {
                 *failed = None;
                 Ok((c, false))
@@ -482,16 +483,18 @@ impl Pool {
         drop(oldest);
     }
 
-    async fn connect(
-        &self,
-        https: bool,
-        authority: &Authority,
-        uri: &Uri,
-    ) -> Result<Checkout, UpstreamError> {
+    async fn connect(&self, https: bool, authority: &Authority) -> Result<Checkout, UpstreamError> {
+        let scheme = if https { Scheme::HTTPS } else { Scheme::HTTP };
+        let uri = Uri::builder()
+            .scheme(scheme)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|_| UpstreamError::BadUri)?;
         let io = self
             .connector
             .clone()
-            .oneshot(uri.clone())
+            .oneshot(uri)
             .await
             .map_err(UpstreamError::Connect)?;
         let h2 = io.connected().is_negotiated_h2();
@@ -545,12 +548,35 @@ fn host_header(https: bool, authority: &Authority) -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("localhost"))
 }
 
-/// The request target of an HTTP/1.1 request: path and query only.
-fn origin_form(uri: &Uri) -> Uri {
-    match uri.path_and_query() {
-        Some(pq) if pq.as_str() != "" => Uri::from(pq.clone()),
-        _ => Uri::from_static("/"),
+/// Makes `uri` the request target of an HTTP/1.1 request: path and query only. A
+/// request put back after an h2 attempt arrives in absolute form.
+fn origin_form(uri: &mut Uri) {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return;
     }
+    *uri = match std::mem::take(uri).into_parts().path_and_query {
+        Some(pq) if pq.as_str() != "" => Uri::from(pq),
+        _ => Uri::from_static("/"),
+    };
+}
+
+/// Makes `uri` absolute, as h2 sends it (`:scheme`, `:authority`, `:path`).
+fn absolute_form(
+    uri: &mut Uri,
+    scheme: &Scheme,
+    authority: &Authority,
+) -> Result<(), UpstreamError> {
+    if uri.scheme().is_some() {
+        return Ok(());
+    }
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.scheme = Some(scheme.clone());
+    parts.authority = Some(authority.clone());
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    *uri = Uri::from_parts(parts).map_err(|_| UpstreamError::BadUri)?;
+    Ok(())
 }
 
 /// An HTTP/1.1 connection lent to one call until its response body ends.
@@ -628,9 +654,31 @@ mod tests {
 
     #[test]
     fn http1_requests_carry_only_path_and_query() {
-        let o = |u: &str| origin_form(&u.parse().unwrap()).to_string();
+        let o = |u: &str| {
+            let mut uri: Uri = u.parse().unwrap();
+            origin_form(&mut uri);
+            uri.to_string()
+        };
         assert_eq!(o("https://a.example/v1/x?alt=sse"), "/v1/x?alt=sse");
         assert_eq!(o("http://a.example"), "/");
+        assert_eq!(o("/v1/x?alt=sse"), "/v1/x?alt=sse");
+    }
+
+    #[test]
+    fn h2_requests_carry_the_absolute_form() {
+        let a = |u: &str, https: bool| {
+            let mut uri: Uri = u.parse().unwrap();
+            let scheme = if https { Scheme::HTTPS } else { Scheme::HTTP };
+            absolute_form(&mut uri, &scheme, &"a.example:8443".parse().unwrap()).unwrap();
+            uri.to_string()
+        };
+        assert_eq!(
+            a("/v1/x?alt=sse", true),
+            "https://a.example:8443/v1/x?alt=sse"
+        );
+        assert_eq!(a("/", false), "http://a.example:8443/");
+        // Already absolute (a request put back after an attempt): left as it is.
+        assert_eq!(a("https://b.example/v1", true), "https://b.example/v1");
     }
 
     #[test]
@@ -732,10 +780,9 @@ mod tests {
         };
         let upstream = build(None, Duration::from_secs(5), 0).unwrap();
         let pool = Arc::clone(upstream.here());
-        let uri: Uri = format!("https://{addr}/v1/x").parse().unwrap();
-        let authority = uri.authority().unwrap().clone();
+        let authority: Authority = addr.to_string().parse().unwrap();
         // Eight calls that found the upstream's h2 connections full, at once.
-        let calls = (0..8).map(|_| pool.open(true, &authority, &uri, Miss { h2_full: true }));
+        let calls = (0..8).map(|_| pool.open(true, &authority, Miss { h2_full: true }));
         let results = futures::future::join_all(calls).await;
         let errors: Vec<String> = results
             .into_iter()
@@ -749,9 +796,7 @@ mod tests {
         assert!(errors[0].contains("error"), "{errors:?}");
         assert!(errors.iter().all(|e| *e == errors[0]), "{errors:?}");
         // A later call tries again.
-        let again = pool
-            .open(true, &authority, &uri, Miss { h2_full: true })
-            .await;
+        let again = pool.open(true, &authority, Miss { h2_full: true }).await;
         assert!(again.is_err());
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         server.abort();
@@ -776,12 +821,9 @@ mod tests {
         });
         let upstream = build(None, Duration::from_secs(5), 0).unwrap();
         let pool = Arc::clone(upstream.here());
-        let uri: Uri = format!("http://{addr}/v1/chat/completions")
-            .parse()
-            .unwrap();
-        let authority = uri.authority().unwrap().clone();
+        let authority: Authority = addr.to_string().parse().unwrap();
         for age in [IDLE_TIMEOUT * 2, IDLE_TIMEOUT + Duration::from_secs(1)] {
-            let (conn, slot) = pool.connect(false, &authority, &uri).await.unwrap();
+            let (conn, slot) = pool.connect(false, &authority).await.unwrap();
             assert!(slot.is_none(), "only h2 calls take a slot");
             assert!(
                 matches!(conn.sender, Sender::H1(_)),
@@ -792,7 +834,7 @@ mod tests {
                 since: Instant::now().checked_sub(age).unwrap(),
             });
         }
-        let (fresh, _) = pool.connect(false, &authority, &uri).await.unwrap();
+        let (fresh, _) = pool.connect(false, &authority).await.unwrap();
         pool.put(fresh);
         assert_eq!(pool.idle().len(), 3);
 

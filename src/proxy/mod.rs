@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Either, Full, Limited};
 
@@ -193,11 +194,9 @@ async fn handle_inner(
         pq.push('?');
         pq.push_str(&q);
     }
-    let uri = Uri::builder()
-        .scheme(base.scheme.clone())
-        .authority(base.authority.clone())
-        .path_and_query(pq)
-        .build()
+    // Origin form: the pool adds scheme and authority only for h2, which needs them.
+    let uri = PathAndQuery::try_from(pq)
+        .map(Uri::from)
         .map_err(|_| ProxyError::BodyRead("invalid request path".into()))?;
     headers::clean_request_headers(&mut parts.headers, body.len());
     if let Mode::Managed(slot) = mode {
@@ -213,7 +212,7 @@ async fn handle_inner(
     // The deadline from the reading just taken rather than a clock read of its own.
     let resp = match tokio::time::timeout_at(
         sent_at + state.config.first_byte_timeout,
-        state.upstream.here().send(upstream_req),
+        state.upstream.here().send(base, upstream_req),
     )
     .await
     {
