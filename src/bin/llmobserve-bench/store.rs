@@ -127,6 +127,10 @@ pub async fn run(
     let written = stats.written.load(Ordering::Relaxed);
     let dropped = stats.dropped.load(Ordering::Relaxed);
     let batches = stats.batches.load(Ordering::Relaxed);
+    eprintln!(
+        "store: writer committed {written} events in {writer_s:.2} s ({:.0}/s), {dropped} dropped",
+        written as f64 / writer_s
+    );
     let store = core.state.store.clone();
     core.writer.shutdown().await;
     drop(core.state);
