@@ -309,12 +309,15 @@ fn status_field(status: &str, name: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// What a process has used so far: CPU time (all threads, live and exited) and the
-/// context switches of its live threads.
+/// What a process has used so far: CPU time (all threads, live and exited), the part
+/// of it LLMObserve's event writer thread spent, and the context switches of its live
+/// threads.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcUsage {
     pub user_us: u64,
     pub sys_us: u64,
+    /// User + system time of the thread named `event-writer` (0 for other targets).
+    pub writer_us: u64,
     /// Switches where a thread blocked (waiting for I/O, a lock, work).
     pub voluntary: u64,
     /// Switches where a runnable thread was preempted: on a shared machine, the cost of
@@ -322,20 +325,17 @@ pub struct ProcUsage {
     pub involuntary: u64,
 }
 
+/// The thread name `llmobserve::store::writer` gives its thread.
+const WRITER_THREAD: &str = "event-writer";
+
 impl ProcUsage {
     /// `/proc/<pid>/stat` counts clock ticks (100 per second): over windows of a second
     /// or more at thousands of requests per second the rounding is under 1%.
     fn read(pid: u32) -> ProcUsage {
         let mut u = ProcUsage::default();
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            && let Some((_, rest)) = s.rsplit_once(')')
-        {
-            // Fields after the parenthesised command name start at field 3; utime is
-            // field 14, stime 15. Linux reports them in USER_HZ, 100 on every architecture.
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
-            u.user_us = ticks(14).unwrap_or(0) * 10_000;
-            u.sys_us = ticks(15).unwrap_or(0) * 10_000;
+        if let Some((user, sys)) = cpu_ticks(&format!("/proc/{pid}/stat")) {
+            u.user_us = user * 10_000;
+            u.sys_us = sys * 10_000;
         }
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             return u;
@@ -347,6 +347,15 @@ impl ProcUsage {
             let count = |name| status_field(&status, name).unwrap_or(0);
             u.voluntary += count("voluntary_ctxt_switches:");
             u.involuntary += count("nonvoluntary_ctxt_switches:");
+            let writer = status
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("Name:"))
+                .is_some_and(|n| n.trim() == WRITER_THREAD);
+            if writer && let Some((user, sys)) = cpu_ticks(&t.path().join("stat").to_string_lossy())
+            {
+                u.writer_us = (user + sys) * 10_000;
+            }
         }
         u
     }
@@ -355,10 +364,23 @@ impl ProcUsage {
         ProcUsage {
             user_us: self.user_us.saturating_sub(before.user_us),
             sys_us: self.sys_us.saturating_sub(before.sys_us),
+            writer_us: self.writer_us.saturating_sub(before.writer_us),
             voluntary: self.voluntary.saturating_sub(before.voluntary),
             involuntary: self.involuntary.saturating_sub(before.involuntary),
         }
     }
+}
+
+/// User and system clock ticks from a `/proc/.../stat` file (a process or one thread).
+fn cpu_ticks(path: &str) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let (_, rest) = s.rsplit_once(')')?;
+    // Fields after the parenthesised command name start at field 3; utime is field 14,
+    // stime 15. Linux reports them in USER_HZ, 100 on every architecture.
+    let mut f = rest.split_whitespace().skip(14 - 3);
+    let user = f.next()?.parse().ok()?;
+    let sys = f.next()?.parse().ok()?;
+    Some((user, sys))
 }
 
 /// Samples a process's RSS every 20 ms until stopped; returns the peak.

@@ -32,6 +32,9 @@ pub struct Round {
     /// The same split into user and kernel time.
     pub user_us_per_req: f64,
     pub sys_us_per_req: f64,
+    /// Of `cpu_us_per_req`, what LLMObserve's event writer thread spent (its share of
+    /// storing the calls; 0 for the other targets).
+    pub writer_us_per_req: f64,
     /// The target's threads preempted (involuntary context switches), and blocked
     /// (voluntary ones), per second of the window.
     pub preempted_per_s: f64,
@@ -69,6 +72,7 @@ impl Round {
             cpu_us_per_req: per_req(usage.user_us + usage.sys_us),
             user_us_per_req: per_req(usage.user_us),
             sys_us_per_req: per_req(usage.sys_us),
+            writer_us_per_req: per_req(usage.writer_us),
             preempted_per_s: per_s(usage.involuntary),
             blocked_per_s: per_s(usage.voluntary),
         }
@@ -98,6 +102,7 @@ pub fn median(rounds: &[Round]) -> Round {
         cpu_us_per_req: med(|r| r.cpu_us_per_req),
         user_us_per_req: med(|r| r.user_us_per_req),
         sys_us_per_req: med(|r| r.sys_us_per_req),
+        writer_us_per_req: med(|r| r.writer_us_per_req),
         preempted_per_s: med(|r| r.preempted_per_s),
         blocked_per_s: med(|r| r.blocked_per_s),
     }
@@ -381,24 +386,33 @@ pub fn render_callgrind(counts: &[crate::callgrind::Count]) -> String {
     out
 }
 
-/// Where each proxy's CPU goes: user and kernel time per request, and how often its
-/// threads were preempted or blocked. On a shared machine a busier proxy is preempted
-/// more, and that shows up as kernel time and lost throughput.
+/// Where each proxy's CPU goes: user and kernel time per request, the part of it
+/// LLMObserve's event writer spent, and how often its threads were preempted or blocked.
+/// On a shared machine a busier proxy is preempted more, and that shows up as kernel
+/// time and lost throughput.
 fn render_cpu_split(out: &mut String, r: &Report) {
     let _ = writeln!(out, "## CPU split and context switches (proxies)");
     let _ = writeln!(
         out,
-        "| scenario | conns | target | user µs/req | kernel µs/req | preempted /s | blocked /s |"
+        "| scenario | conns | target | user µs/req | kernel µs/req | of which writer µs/req | preempted /s | blocked /s |"
     );
-    let _ = writeln!(out, "|---|---:|---|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---|---:|---:|---:|---:|---:|");
     for (scenario, by_c) in &r.medians {
         for (conns, by_t) in by_c {
             for t in [BASELINE, LLMOBSERVE] {
                 let Some(m) = by_t.get(t) else { continue };
                 let _ = writeln!(
                     out,
-                    "| {scenario} | {conns} | {t} | {:.1} | {:.1} | {:.0} | {:.0} |",
-                    m.user_us_per_req, m.sys_us_per_req, m.preempted_per_s, m.blocked_per_s,
+                    "| {scenario} | {conns} | {t} | {:.1} | {:.1} | {} | {:.0} | {:.0} |",
+                    m.user_us_per_req,
+                    m.sys_us_per_req,
+                    if t == LLMOBSERVE {
+                        format!("{:.1}", m.writer_us_per_req)
+                    } else {
+                        String::new()
+                    },
+                    m.preempted_per_s,
+                    m.blocked_per_s,
                 );
             }
         }
