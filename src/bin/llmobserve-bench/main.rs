@@ -333,7 +333,7 @@ impl ProcUsage {
     /// or more at thousands of requests per second the rounding is under 1%.
     fn read(pid: u32) -> ProcUsage {
         let mut u = ProcUsage::default();
-        if let Some((user, sys)) = cpu_ticks(&format!("/proc/{pid}/stat")) {
+        if let Some((user, sys)) = cpu_ticks(format!("/proc/{pid}/stat")) {
             u.user_us = user * 10_000;
             u.sys_us = sys * 10_000;
         }
@@ -352,8 +352,7 @@ impl ProcUsage {
                 .next()
                 .and_then(|l| l.strip_prefix("Name:"))
                 .is_some_and(|n| n.trim() == WRITER_THREAD);
-            if writer && let Some((user, sys)) = cpu_ticks(&t.path().join("stat").to_string_lossy())
-            {
+            if writer && let Some((user, sys)) = cpu_ticks(t.path().join("stat")) {
                 u.writer_us = (user + sys) * 10_000;
             }
         }
@@ -372,7 +371,7 @@ impl ProcUsage {
 }
 
 /// User and system clock ticks from a `/proc/.../stat` file (a process or one thread).
-fn cpu_ticks(path: &str) -> Option<(u64, u64)> {
+fn cpu_ticks(path: impl AsRef<std::path::Path>) -> Option<(u64, u64)> {
     let s = std::fs::read_to_string(path).ok()?;
     let (_, rest) = s.rsplit_once(')')?;
     // Fields after the parenthesised command name start at field 3; utime is field 14,
