@@ -370,6 +370,34 @@ impl ProcUsage {
     }
 }
 
+/// CPU time (user + system, µs) of the processes that share the cores with the target
+/// under test: the mock upstream and this process, the load generator. At saturation
+/// every process's time per request counts against throughput, not only the proxy's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sides {
+    pub mock_us: u64,
+    pub client_us: u64,
+}
+
+impl Sides {
+    fn read(mock_pid: u32) -> Sides {
+        let total = |pid: u32| {
+            cpu_ticks(format!("/proc/{pid}/stat")).map_or(0, |(user, sys)| (user + sys) * 10_000)
+        };
+        Sides {
+            mock_us: total(mock_pid),
+            client_us: total(std::process::id()),
+        }
+    }
+
+    fn since(self, before: Sides) -> Sides {
+        Sides {
+            mock_us: self.mock_us.saturating_sub(before.mock_us),
+            client_us: self.client_us.saturating_sub(before.client_us),
+        }
+    }
+}
+
 /// User and system clock ticks from a `/proc/.../stat` file (a process or one thread).
 fn cpu_ticks(path: impl AsRef<std::path::Path>) -> Option<(u64, u64)> {
     let s = std::fs::read_to_string(path).ok()?;
@@ -573,6 +601,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
                     let (name, addr, pid) = targets[(i + round) % targets.len()];
                     let sampler = RssSampler::start(pid);
                     let usage_before = ProcUsage::read(pid);
+                    let sides_before = Sides::read(mock.pid);
                     let started = std::time::Instant::now();
                     let spec = LoadSpec {
                         concurrency: conns,
@@ -583,9 +612,10 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
                     };
                     let r = load::run(addr, s, spec).await;
                     let usage = ProcUsage::read(pid).since(usage_before);
+                    let sides = Sides::read(mock.pid).since(sides_before);
                     let window = started.elapsed();
                     let peak = sampler.finish(pid).await;
-                    let m = Round::from_result(&r, peak, usage, window);
+                    let m = Round::from_result(&r, peak, usage, sides, window);
                     eprintln!(
                         "{:<7} conns={conns:<4} round={round} {name:<13} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  cpu {:>5.1} µs/req  errors {}",
                         s.name,

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::ProcUsage;
 use crate::load::{LoadResult, percentile};
 use crate::store::StoreReport;
+use crate::{ProcUsage, Sides};
 
 /// One target's numbers from one round.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -39,6 +39,10 @@ pub struct Round {
     /// (voluntary ones), per second of the window.
     pub preempted_per_s: f64,
     pub blocked_per_s: f64,
+    /// CPU time the mock upstream and the load generator spent per answered request
+    /// meanwhile (for the direct target the mock is the target itself).
+    pub mock_us_per_req: f64,
+    pub client_us_per_req: f64,
 }
 
 impl Round {
@@ -46,6 +50,7 @@ impl Round {
         r: &LoadResult,
         peak_rss_kib: u64,
         usage: ProcUsage,
+        sides: Sides,
         window: Duration,
     ) -> Round {
         let per_req = |us: u64| {
@@ -75,6 +80,8 @@ impl Round {
             writer_us_per_req: per_req(usage.writer_us),
             preempted_per_s: per_s(usage.involuntary),
             blocked_per_s: per_s(usage.voluntary),
+            mock_us_per_req: per_req(sides.mock_us),
+            client_us_per_req: per_req(sides.client_us),
         }
     }
 }
@@ -105,6 +112,8 @@ pub fn median(rounds: &[Round]) -> Round {
         writer_us_per_req: med(|r| r.writer_us_per_req),
         preempted_per_s: med(|r| r.preempted_per_s),
         blocked_per_s: med(|r| r.blocked_per_s),
+        mock_us_per_req: med(|r| r.mock_us_per_req),
+        client_us_per_req: med(|r| r.client_us_per_req),
     }
 }
 
@@ -273,6 +282,7 @@ pub fn render(r: &Report) -> String {
         out.push('\n');
     }
     render_cpu_split(&mut out, r);
+    render_cpu_budget(&mut out, r);
     if let Some(m) = &r.memory {
         let _ = writeln!(out, "## memory (LLMObserve process)");
         let _ = writeln!(out, "| measure | value |\n|---|---:|");
@@ -418,4 +428,118 @@ fn render_cpu_split(out: &mut String, r: &Report) {
         }
     }
     out.push('\n');
+}
+
+/// The throughput target of the closed-loop runs: LLMObserve at this fraction of the
+/// pass-through's req/s (issue 5).
+const THROUGHPUT_TARGET: f64 = 0.9;
+
+/// Closed-loop throughput on a machine whose cores the proxy, the mock and the load
+/// generator share, read as CPU: each answered request costs all three some CPU time, so
+/// req/s goes as the inverse of their sum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Budget {
+    /// CPU per request of all three processes, pass-through and LLMObserve runs.
+    base_total_us: f64,
+    llmo_total_us: f64,
+    /// The throughput ratio those sums predict.
+    predicted: f64,
+    /// The CPU per request LLMObserve may use for [`THROUGHPUT_TARGET`], the mock and
+    /// the load generator costing what they did in its run.
+    allowed_us: f64,
+}
+
+fn budget(base: &Round, llmo: &Round) -> Budget {
+    let total = |m: &Round| m.cpu_us_per_req + m.mock_us_per_req + m.client_us_per_req;
+    let (base_total_us, llmo_total_us) = (total(base), total(llmo));
+    Budget {
+        base_total_us,
+        llmo_total_us,
+        predicted: if llmo_total_us > 0.0 {
+            base_total_us / llmo_total_us
+        } else {
+            0.0
+        },
+        allowed_us: base_total_us / THROUGHPUT_TARGET
+            - llmo.mock_us_per_req
+            - llmo.client_us_per_req,
+    }
+}
+
+/// For each saturated closed-loop run: what every process spent per request, the
+/// throughput ratio that predicts, and how much CPU a call LLMObserve may use to stay at
+/// 0.9x the pass-through. Tells "the proxy got slower" from "the machine was busier", and
+/// says in microseconds how far a change has to go.
+fn render_cpu_budget(out: &mut String, r: &Report) {
+    let _ = writeln!(
+        out,
+        "## CPU budget (closed loop; proxy, mock and load generator share the cores)"
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | conns | mock µs/req pass-through / LLMObserve | load generator µs/req | all three µs/req | × predicted from CPU | × measured | LLMObserve may use for {THROUGHPUT_TARGET}× µs/req | uses |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (scenario, by_c) in &r.medians {
+        if scenario.ends_with("-paced") {
+            continue;
+        }
+        for (conns, by_t) in by_c {
+            let (Some(base), Some(llmo)) = (by_t.get(BASELINE), by_t.get(LLMOBSERVE)) else {
+                continue;
+            };
+            // One connection is bound by round trips, not by CPU.
+            if *conns < 2 || base.rps == 0.0 {
+                continue;
+            }
+            let b = budget(base, llmo);
+            let _ = writeln!(
+                out,
+                "| {scenario} | {conns} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2} | {:.2} | {:.1} | {:.1} |",
+                base.mock_us_per_req,
+                llmo.mock_us_per_req,
+                base.client_us_per_req,
+                llmo.client_us_per_req,
+                b.base_total_us,
+                b.llmo_total_us,
+                b.predicted,
+                llmo.rps / base.rps,
+                b.allowed_us,
+                llmo.cpu_us_per_req,
+            );
+        }
+    }
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_counts_every_process() {
+        let base = Round {
+            cpu_us_per_req: 20.0,
+            mock_us_per_req: 9.0,
+            client_us_per_req: 10.0,
+            ..Round::default()
+        };
+        let llmo = Round {
+            cpu_us_per_req: 26.0,
+            mock_us_per_req: 9.0,
+            client_us_per_req: 11.0,
+            ..Round::default()
+        };
+        let b = budget(&base, &llmo);
+        assert_eq!((b.base_total_us, b.llmo_total_us), (39.0, 46.0));
+        assert!((b.predicted - 39.0 / 46.0).abs() < 1e-12);
+        // 39 / 0.9 = 43.33 for all three, of which mock and client take 20.
+        assert!((b.allowed_us - (39.0 / 0.9 - 20.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn budget_of_an_empty_run_is_no_division_by_zero() {
+        let b = budget(&Round::default(), &Round::default());
+        assert_eq!((b.predicted, b.allowed_us), (0.0, 0.0));
+    }
 }
