@@ -34,8 +34,10 @@ pub async fn build_core(config: Config) -> anyhow::Result<Core> {
     let db_path = config.data_dir.join(DB_FILE);
     let faults = config.storage_faults.clone();
     let cache_bytes = config.db_cache_mib.saturating_mul(1024 * 1024);
+    let quick_repair = config.store_quick_repair;
     let store = tokio::task::spawn_blocking(move || {
         crate::store::Store::open_with(&db_path, cache_bytes, faults)
+            .map(|s| s.with_quick_repair(quick_repair))
     })
     .await?
     .context("opening the database (is another llmobserve using this data dir?)")?;

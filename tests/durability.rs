@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::app::TestApp;
 use common::mock_upstream::{MockUpstream, MockUpstreamHandle, Reply, fixture};
-use common::process::{create_account, start_server};
+use common::process::{create_account, start_server, start_server_with};
 use llmobserve::store::{FaultSwitch, Store};
 
 const CHAT: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
@@ -216,6 +216,19 @@ fn stored_customers(data_dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_keeps_every_finished_event_exactly_once() {
+    sigkill_rounds(&[]).await;
+}
+
+/// Without quick repair the first open after the kill repairs the whole file instead of
+/// reading the saved allocator state: it must find the same events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_without_quick_repair_keeps_every_finished_event_exactly_once() {
+    sigkill_rounds(&["--store-quick-repair", "false"]).await;
+}
+
+/// Three rounds of: start the server with `extra_args`, load it, SIGKILL it, reopen the
+/// file and check every call that finished well before the kill is stored exactly once.
+async fn sigkill_rounds(extra_args: &[&str]) {
     let mock = crash_mock().await;
     let dir = tempfile::tempdir().unwrap();
     let key = create_account(dir.path(), "crash@example.com");
@@ -224,7 +237,7 @@ async fn sigkill_under_load_keeps_every_finished_event_exactly_once() {
     let margin = Duration::from_millis(150);
     for round in 0..3 {
         let tag: &'static str = ["a", "b", "c"][round];
-        let mut server = start_server(dir.path(), &mock.base_url(), "info").await;
+        let mut server = start_server_with(dir.path(), &mock.base_url(), "info", extra_args).await;
         let (finished, sender) = load(
             server.proxy.clone(),
             key.clone(),

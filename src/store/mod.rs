@@ -68,6 +68,8 @@ pub use handle::{DEFAULT_CACHE_BYTES, FaultSwitch};
 #[derive(Clone)]
 pub struct Store {
     db: Arc<handle::DbHandle>,
+    /// Event commits save redb's allocator state (see [`Store::with_quick_repair`]).
+    quick_repair: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -101,7 +103,19 @@ impl Store {
             query::backfill_daily_rollups(&w)?;
         }
         w.commit()?;
-        Ok(Store { db: Arc::new(db) })
+        Ok(Store {
+            db: Arc::new(db),
+            quick_repair: true,
+        })
+    }
+
+    /// Whether event commits save redb's allocator state for quick repair (on by
+    /// default). With it a file reopens at once after a crash (12 ms at 10 M events);
+    /// without it a commit is one fsync instead of two and skips saving that state, and
+    /// the first open after a crash repairs the whole file (10 s at 10 M events).
+    pub fn with_quick_repair(mut self, on: bool) -> Store {
+        self.quick_repair = on;
+        self
     }
 
     /// Closes and reopens the database file after an I/O error. Blocking.
@@ -338,7 +352,7 @@ impl Store {
     ) -> Result<()> {
         let mut w = self.db.begin_write()?;
         w.set_durability(redb::Durability::Immediate)?;
-        w.set_quick_repair(true);
+        w.set_quick_repair(self.quick_repair);
         {
             let mut ev = w.open_table(EVENTS)?;
             let mut rollups: FastMap<RollupKey<'_>, Totals> = FastMap::default();
