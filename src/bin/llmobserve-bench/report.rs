@@ -449,6 +449,8 @@ struct Budget {
     allowed_us: f64,
 }
 
+/// From the median rounds: each term is its own median over rounds, so a total is a sum
+/// of medians, close enough to the median of sums for a report.
 fn budget(base: &Round, llmo: &Round) -> Budget {
     let total = |m: &Round| m.cpu_us_per_req + m.mock_us_per_req + m.client_us_per_req;
     let (base_total_us, llmo_total_us) = (total(base), total(llmo));
