@@ -333,9 +333,9 @@ impl ProcUsage {
     /// or more at thousands of requests per second the rounding is under 1%.
     fn read(pid: u32) -> ProcUsage {
         let mut u = ProcUsage::default();
-        if let Some((user, sys)) = cpu_ticks(format!("/proc/{pid}/stat")) {
-            u.user_us = user * 10_000;
-            u.sys_us = sys * 10_000;
+        if let Some((user, sys)) = cpu_us(format!("/proc/{pid}/stat")) {
+            u.user_us = user;
+            u.sys_us = sys;
         }
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             return u;
@@ -352,8 +352,8 @@ impl ProcUsage {
                 .next()
                 .and_then(|l| l.strip_prefix("Name:"))
                 .is_some_and(|n| n.trim() == WRITER_THREAD);
-            if writer && let Some((user, sys)) = cpu_ticks(t.path().join("stat")) {
-                u.writer_us = (user + sys) * 10_000;
+            if writer && let Some((user, sys)) = cpu_us(t.path().join("stat")) {
+                u.writer_us = user + sys;
             }
         }
         u
@@ -381,9 +381,8 @@ pub struct Sides {
 
 impl Sides {
     fn read(mock_pid: u32) -> Sides {
-        let total = |pid: u32| {
-            cpu_ticks(format!("/proc/{pid}/stat")).map_or(0, |(user, sys)| (user + sys) * 10_000)
-        };
+        let total =
+            |pid: u32| cpu_us(format!("/proc/{pid}/stat")).map_or(0, |(user, sys)| user + sys);
         Sides {
             mock_us: total(mock_pid),
             client_us: total(std::process::id()),
@@ -398,16 +397,16 @@ impl Sides {
     }
 }
 
-/// User and system clock ticks from a `/proc/.../stat` file (a process or one thread).
-fn cpu_ticks(path: impl AsRef<std::path::Path>) -> Option<(u64, u64)> {
+/// User and system CPU time, µs, from a `/proc/.../stat` file (a process or one thread).
+fn cpu_us(path: impl AsRef<std::path::Path>) -> Option<(u64, u64)> {
     let s = std::fs::read_to_string(path).ok()?;
     let (_, rest) = s.rsplit_once(')')?;
     // Fields after the parenthesised command name start at field 3; utime is field 14,
     // stime 15. Linux reports them in USER_HZ, 100 on every architecture.
     let mut f = rest.split_whitespace().skip(14 - 3);
-    let user = f.next()?.parse().ok()?;
-    let sys = f.next()?.parse().ok()?;
-    Some((user, sys))
+    let user: u64 = f.next()?.parse().ok()?;
+    let sys: u64 = f.next()?.parse().ok()?;
+    Some((user * 10_000, sys * 10_000))
 }
 
 /// Samples a process's RSS every 20 ms until stopped; returns the peak.
