@@ -11,13 +11,15 @@
 //! own; the load generator runs here on one thread. Results: a table on stdout,
 //! `target/bench/results.json` and `target/bench/summary.md`.
 //!
-//! Modules: [`mock`] (upstream), [`baseline`] (pass-through), [`load`] (client),
-//! [`report`] (medians, table), [`store`] (writer, stats, restart).
+//! Modules: [`mock`] (upstream), [`baseline`] (pass-through), [`nginx`] (nginx as a
+//! second pass-through, when installed), [`load`] (client), [`report`] (medians, table),
+//! [`store`] (writer, stats, restart).
 
 mod baseline;
 mod callgrind;
 mod load;
 mod mock;
+mod nginx;
 mod report;
 mod store;
 
@@ -36,7 +38,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use load::{LoadSpec, Scenario};
-use report::{BASELINE, DIRECT, LLMOBSERVE, MemoryReport, Report, Round, Runs};
+use report::{BASELINE, DIRECT, LLMOBSERVE, MemoryReport, NGINX, Report, Round, Runs};
 
 // The same allocator as the `llmobserve` binary, for every role (mock, pass-through and
 // LLMObserve alike), so the comparison is of the proxies, not of allocators.
@@ -78,9 +80,14 @@ struct Cli {
     /// runtime instead, as a `#[tokio::main]` forwarder would.
     #[arg(long)]
     baseline_workers: Option<usize>,
-    /// Targets to measure (for profiling one of them): direct, pass-through, llmobserve.
+    /// Targets to measure (for profiling one of them): direct, pass-through, nginx,
+    /// llmobserve.
     #[arg(long, value_delimiter = ',')]
     targets: Option<Vec<String>>,
+    /// nginx as a second pass-through target: `auto` (when installed: on PATH or
+    /// /usr/sbin), `off`, or the path of an nginx binary.
+    #[arg(long, default_value = "auto")]
+    nginx: String,
     /// Count instructions per request under valgrind's callgrind instead of timing:
     /// this many requests per scenario and proxy, on one connection. Noise-free, so it
     /// is the way to compare two builds of the hot path on a busy machine.
@@ -359,6 +366,19 @@ impl ProcUsage {
         u
     }
 
+    /// [`ProcUsage::read`] of each of a target's processes, added up.
+    fn read_all(pids: &[u32]) -> ProcUsage {
+        pids.iter()
+            .map(|&p| ProcUsage::read(p))
+            .fold(ProcUsage::default(), |a, b| ProcUsage {
+                user_us: a.user_us + b.user_us,
+                sys_us: a.sys_us + b.sys_us,
+                writer_us: a.writer_us + b.writer_us,
+                voluntary: a.voluntary + b.voluntary,
+                involuntary: a.involuntary + b.involuntary,
+            })
+    }
+
     fn since(self, before: ProcUsage) -> ProcUsage {
         ProcUsage {
             user_us: self.user_us.saturating_sub(before.user_us),
@@ -409,33 +429,46 @@ fn cpu_us(path: impl AsRef<std::path::Path>) -> Option<(u64, u64)> {
     Some((user * 10_000, sys * 10_000))
 }
 
-/// Samples a process's RSS every 20 ms until stopped; returns the peak.
+/// `VmRSS` of a target's processes added up (nginx's master and workers; their shared
+/// pages count once per process, as `ps` shows them).
+fn rss_kib_all(pids: &[u32]) -> u64 {
+    pids.iter().map(|&p| rss_kib(p)).sum()
+}
+
+/// Samples a target's RSS every 20 ms until stopped; returns the peak.
 struct RssSampler {
+    pids: Vec<u32>,
     stop: Arc<AtomicBool>,
     peak: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RssSampler {
-    fn start(pid: u32) -> RssSampler {
+    fn start(pids: &[u32]) -> RssSampler {
         let stop = Arc::new(AtomicBool::new(false));
-        let peak = Arc::new(AtomicU64::new(rss_kib(pid)));
+        let peak = Arc::new(AtomicU64::new(rss_kib_all(pids)));
         let task = {
-            let (stop, peak) = (stop.clone(), peak.clone());
+            let (stop, peak, pids) = (stop.clone(), peak.clone(), pids.to_vec());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                    peak.fetch_max(rss_kib_all(&pids), Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             })
         };
-        RssSampler { stop, peak, task }
+        RssSampler {
+            pids: pids.to_vec(),
+            stop,
+            peak,
+            task,
+        }
     }
 
-    async fn finish(self, pid: u32) -> u64 {
+    async fn finish(self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.task.await;
-        self.peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+        self.peak
+            .fetch_max(rss_kib_all(&self.pids), Ordering::Relaxed);
         self.peak.load(Ordering::Relaxed)
     }
 }
@@ -549,17 +582,42 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle_rss = rss_kib(llmo.pid);
 
+    let wanted = |t: &str| {
+        cli.targets
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|o| o == t))
+    };
+    let nginx = match nginx::find(&cli.nginx) {
+        Some(bin) if wanted(NGINX) => {
+            let workers = cli
+                .baseline_workers
+                .filter(|&n| n > 0)
+                .unwrap_or_else(llmobserve::server::one_per_core);
+            Some(nginx::start(&bin, &tmp.path().join("nginx"), mock.addr, workers).await?)
+        }
+        Some(_) => None,
+        None => {
+            if wanted(NGINX) && cli.nginx == "auto" {
+                eprintln!("nginx not found: no nginx target (Debian: apt-get install nginx-light)");
+            }
+            None
+        }
+    };
     let mut targets = vec![
-        (DIRECT, mock.addr, mock.pid),
-        (BASELINE, base.addr, base.pid),
-        (LLMOBSERVE, llmo.addr, llmo.pid),
+        (DIRECT, mock.addr, vec![mock.pid]),
+        (BASELINE, base.addr, vec![base.pid]),
     ];
-    if let Some(only) = &cli.targets {
-        targets.retain(|t| only.iter().any(|o| o == t.0));
+    if let Some(n) = &nginx {
+        targets.push((NGINX, n.addr, n.pids.clone()));
     }
+    targets.push((LLMOBSERVE, llmo.addr, vec![llmo.pid]));
+    targets.retain(|t| wanted(t.0));
     eprintln!(
-        "pids: mock {} pass-through {} llmobserve {}",
-        mock.pid, base.pid, llmo.pid
+        "pids: mock {} pass-through {} nginx {:?} llmobserve {}",
+        mock.pid,
+        base.pid,
+        nginx.as_ref().map(|n| &n.pids),
+        llmo.pid
     );
     let scenarios = scenarios(&key, cli.stream_chunks)?;
     let mut runs = Runs::default();
@@ -597,9 +655,10 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
                 // Rotate the order each round so no target always runs first (warm caches,
                 // a noisy neighbour's burst) or last.
                 for i in 0..targets.len() {
-                    let (name, addr, pid) = targets[(i + round) % targets.len()];
-                    let sampler = RssSampler::start(pid);
-                    let usage_before = ProcUsage::read(pid);
+                    let (name, addr, pids) = &targets[(i + round) % targets.len()];
+                    let (name, addr) = (*name, *addr);
+                    let sampler = RssSampler::start(pids);
+                    let usage_before = ProcUsage::read_all(pids);
                     let sides_before = Sides::read(mock.pid);
                     let started = std::time::Instant::now();
                     let spec = LoadSpec {
@@ -610,10 +669,10 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
                         pace,
                     };
                     let r = load::run(addr, s, spec).await;
-                    let usage = ProcUsage::read(pid).since(usage_before);
+                    let usage = ProcUsage::read_all(pids).since(usage_before);
                     let sides = Sides::read(mock.pid).since(sides_before);
                     let window = started.elapsed();
-                    let peak = sampler.finish(pid).await;
+                    let peak = sampler.finish().await;
                     let m = Round::from_result(&r, peak, usage, sides, window);
                     eprintln!(
                         "{:<7} conns={conns:<4} round={round} {name:<13} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  cpu {:>5.1} µs/req  errors {}",
@@ -648,6 +707,9 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
     };
     base.stop().await;
     llmo.stop().await;
+    if let Some(n) = nginx {
+        n.stop().await;
+    }
 
     let store = if cli.no_store {
         None
@@ -728,19 +790,19 @@ async fn memory_run(
     let long_s = one(LONG);
 
     eprintln!("memory: {streams} streams x {SHORT} chunks via llmobserve ...");
-    let sampler = RssSampler::start(llmo.pid);
+    let sampler = RssSampler::start(&[llmo.pid]);
     let short = load::run(llmo.addr, &short_s, spec).await;
-    let short_peak = sampler.finish(llmo.pid).await;
+    let short_peak = sampler.finish().await;
     eprintln!("memory: {streams} streams x {LONG} chunks via llmobserve ...");
-    let sampler = RssSampler::start(llmo.pid);
+    let sampler = RssSampler::start(&[llmo.pid]);
     let long = load::run(llmo.addr, &long_s, spec).await;
-    let long_peak = sampler.finish(llmo.pid).await;
+    let long_peak = sampler.finish().await;
     eprintln!("memory: {streams} streams x {LONG} chunks direct and via pass-through ...");
     let direct = load::run(mock.addr, &long_s, spec).await;
     let base_idle = rss_kib(base.pid);
-    let sampler = RssSampler::start(base.pid);
+    let sampler = RssSampler::start(&[base.pid]);
     let _ = load::run(base.addr, &long_s, spec).await;
-    let base_peak = sampler.finish(base.pid).await;
+    let base_peak = sampler.finish().await;
     llmo.stop().await;
     Ok(MemoryReport {
         idle_rss_kib: idle,

@@ -188,6 +188,7 @@ pub struct Report {
 
 pub const DIRECT: &str = "direct";
 pub const BASELINE: &str = "pass-through";
+pub const NGINX: &str = "nginx";
 pub const LLMOBSERVE: &str = "llmobserve";
 
 fn mib(kib: u64) -> f64 {
@@ -228,7 +229,7 @@ pub fn render(r: &Report) -> String {
         for (conns, by_t) in by_c {
             let direct = by_t.get(DIRECT).copied().unwrap_or_default();
             let base = by_t.get(BASELINE).copied().unwrap_or_default();
-            for t in [DIRECT, BASELINE, LLMOBSERVE] {
+            for t in [DIRECT, BASELINE, NGINX, LLMOBSERVE] {
                 let Some(m) = by_t.get(t) else { continue };
                 let ratio = if t == DIRECT || base.rps == 0.0 {
                     "".to_owned()
@@ -283,6 +284,7 @@ pub fn render(r: &Report) -> String {
     }
     render_cpu_split(&mut out, r);
     render_cpu_budget(&mut out, r);
+    render_against_nginx(&mut out, r);
     if let Some(m) = &r.memory {
         let _ = writeln!(out, "## memory (LLMObserve process)");
         let _ = writeln!(out, "| measure | value |\n|---|---:|");
@@ -409,7 +411,7 @@ fn render_cpu_split(out: &mut String, r: &Report) {
     let _ = writeln!(out, "|---|---:|---|---:|---:|---:|---:|---:|");
     for (scenario, by_c) in &r.medians {
         for (conns, by_t) in by_c {
-            for t in [BASELINE, LLMOBSERVE] {
+            for t in [BASELINE, NGINX, LLMOBSERVE] {
                 let Some(m) = by_t.get(t) else { continue };
                 let _ = writeln!(
                     out,
@@ -428,6 +430,54 @@ fn render_cpu_split(out: &mut String, r: &Report) {
         }
     }
     out.push('\n');
+}
+
+/// LLMObserve beside nginx, where nginx was measured: throughput, CPU a request and the
+/// p99 each adds over a direct call (time to first byte for streams).
+fn render_against_nginx(out: &mut String, r: &Report) {
+    let mut rows = String::new();
+    for (scenario, by_c) in &r.medians {
+        let streamed = scenario.starts_with("stream");
+        for (conns, by_t) in by_c {
+            let (Some(n), Some(l)) = (by_t.get(NGINX), by_t.get(LLMOBSERVE)) else {
+                continue;
+            };
+            let direct = by_t.get(DIRECT).copied().unwrap_or_default();
+            let p99 = |m: &Round| if streamed { m.ttfb_p99_us } else { m.p99_us };
+            let added = |m: &Round| {
+                if direct.rps > 0.0 {
+                    format!("{:+.0}", p99(m) - p99(&direct))
+                } else {
+                    String::new()
+                }
+            };
+            let ratio = if n.rps > 0.0 { l.rps / n.rps } else { 0.0 };
+            let _ = writeln!(
+                rows,
+                "| {scenario} | {conns} | {:.0} | {:.0} | {ratio:.2} | {:.1} | {:.1} | {} | {} |",
+                n.rps,
+                l.rps,
+                n.cpu_us_per_req,
+                l.cpu_us_per_req,
+                added(n),
+                added(l),
+            );
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## LLMObserve against nginx");
+    let _ = writeln!(
+        out,
+        "| scenario | conns | nginx req/s | LLMObserve req/s | × nginx | nginx CPU µs/req | LLMObserve CPU µs/req | nginx +p99 µs | LLMObserve +p99 µs |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    out.push_str(&rows);
+    let _ = writeln!(
+        out,
+        "(+p99: over a direct call; time to first byte for streams)\n"
+    );
 }
 
 /// The throughput target of the closed-loop runs: LLMObserve at this fraction of the
