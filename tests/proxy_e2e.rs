@@ -1381,6 +1381,65 @@ async fn anthropic_stream_started(
     (mock, app, acct, resp)
 }
 
+/// The Anthropic stream fixture served one event a chunk, `delay` before each, as the
+/// client's body frames arrived; checks the bytes and the event on the way.
+async fn anthropic_stream_frames(delay: Duration) -> (Vec<bytes::Bytes>, usize) {
+    let sse = fixture("anthropic/messages_stream.sse");
+    let events = String::from_utf8_lossy(&sse).matches("\n\n").count();
+    let mock = MockUpstream::tls()
+        .route(
+            "POST",
+            "/v1/messages",
+            Reply::sse(sse.clone())
+                .chunked_by_event()
+                .delay_per_chunk(delay),
+        )
+        .start()
+        .await;
+    let app = TestApp::spawn(&mock.base_url()).await;
+    let acct = app.account("frames@example.com").await;
+    let mut resp = app
+        .passthrough("/anthropic/v1/messages", &acct.key)
+        .body(MESSAGES)
+        .send()
+        .await
+        .unwrap();
+    let mut frames = Vec::new();
+    while let Some(f) = resp.chunk().await.unwrap() {
+        frames.push(f);
+    }
+    assert_eq!(frames.concat(), sse.to_vec());
+    let e = app.only_event(&acct.user_id).await;
+    assert_eq!(e.usage_status, UsageStatus::Reported);
+    assert_eq!(e.usage.unwrap().output_tokens, 156);
+    (frames, events)
+}
+
+/// Events the upstream sends at once leave at once: the first as it comes, the rest
+/// gathered into a few writes instead of one a event (hyper flushes each frame).
+#[tokio::test]
+async fn stream_events_that_come_together_go_out_together() {
+    let (frames, events) = anthropic_stream_frames(Duration::ZERO).await;
+    assert!(events >= 10, "fixture has {events} events");
+    assert!(
+        String::from_utf8_lossy(&frames[0]).contains("message_start"),
+        "the first event goes out alone and at once"
+    );
+    // Slack for a test machine that preempts the proxy mid-burst.
+    assert!(
+        frames.len() <= events / 2,
+        "{} frames for {events} events",
+        frames.len()
+    );
+}
+
+/// Events that trickle in (as tokens do) are not held back for company: one frame each.
+#[tokio::test]
+async fn stream_events_that_trickle_go_out_one_by_one() {
+    let (frames, events) = anthropic_stream_frames(Duration::from_millis(20)).await;
+    assert_eq!(frames.len(), events);
+}
+
 #[tokio::test]
 async fn client_disconnect_mid_stream_cancels_upstream_and_records_cancelled() {
     let (mock, app, acct, resp) =
