@@ -78,6 +78,8 @@ pub struct Nginx {
     pub addr: SocketAddr,
     /// The master and its workers: the target's CPU and memory are theirs together.
     pub pids: Vec<u32>,
+    /// Its process group, until it is stopped.
+    group: Option<rustix::process::Pid>,
 }
 
 /// Starts `bin` in `dir` (created) in front of `upstream`; returns once it accepts
@@ -124,6 +126,7 @@ pub async fn start(
                 child,
                 addr: listen,
                 pids,
+                group: rustix::process::Pid::from_raw(master as i32),
             });
         }
         if Instant::now() > deadline {
@@ -136,18 +139,24 @@ pub async fn start(
 impl Nginx {
     /// Fast shutdown of the master and its workers (SIGTERM to the group).
     pub async fn stop(mut self) {
-        if let Some(group) = self
-            .child
-            .id()
-            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
-        {
+        if let Some(group) = self.group {
             let _ = rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
         }
         if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
             .await
-            .is_err()
+            .is_ok()
         {
-            let _ = self.child.kill().await;
+            self.group = None;
+        }
+    }
+}
+
+impl Drop for Nginx {
+    /// A bench that fails midway must not leave workers behind: the child handle's own
+    /// kill reaches the master only.
+    fn drop(&mut self) {
+        if let Some(group) = self.group.take() {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
         }
     }
 }
