@@ -478,6 +478,11 @@ impl MeteredBody {
         } else {
             self.ready.push_front(b);
         }
+        self.take_held()
+    }
+
+    /// Everything held, as one frame's bytes.
+    fn take_held(&mut self) -> Bytes {
         self.held.split().freeze()
     }
 
@@ -520,7 +525,7 @@ impl Body for MeteredBody {
             if !this.held.is_empty()
                 && (this.ended || this.failed.is_some() || this.trailers.is_some())
             {
-                return Poll::Ready(Some(Ok(Frame::data(this.held.split().freeze()))));
+                return Poll::Ready(Some(Ok(Frame::data(this.take_held()))));
             }
             if let Some(t) = this.trailers.take() {
                 return Poll::Ready(Some(Ok(t)));
@@ -549,7 +554,7 @@ impl Body for MeteredBody {
                             return Poll::Pending;
                         }
                         this.empty_yields = 0;
-                        return Poll::Ready(Some(Ok(Frame::data(this.held.split().freeze()))));
+                        return Poll::Ready(Some(Ok(Frame::data(this.take_held()))));
                     }
                     if this.idle_expired(cx) {
                         tracing::warn!(

@@ -417,13 +417,18 @@ impl Sides {
     }
 }
 
+/// The fields of a `/proc/.../stat` line from field 3 on: those after the parenthesised
+/// command name, which may itself hold spaces and parentheses.
+pub fn stat_fields(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {
+    Some(stat.rsplit_once(')')?.1.split_whitespace())
+}
+
 /// User and system CPU time, µs, from a `/proc/.../stat` file (a process or one thread).
 fn cpu_us(path: impl AsRef<std::path::Path>) -> Option<(u64, u64)> {
     let s = std::fs::read_to_string(path).ok()?;
-    let (_, rest) = s.rsplit_once(')')?;
-    // Fields after the parenthesised command name start at field 3; utime is field 14,
-    // stime 15. Linux reports them in USER_HZ, 100 on every architecture.
-    let mut f = rest.split_whitespace().skip(14 - 3);
+    // utime is field 14, stime 15. Linux reports them in USER_HZ, 100 on every
+    // architecture.
+    let mut f = stat_fields(&s)?.skip(14 - 3);
     let user: u64 = f.next()?.parse().ok()?;
     let sys: u64 = f.next()?.parse().ok()?;
     Some((user * 10_000, sys * 10_000))
@@ -566,13 +571,11 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let up = vec!["--upstream".to_owned(), mock.addr.to_string()];
+    let base_workers = cli
+        .baseline_workers
+        .unwrap_or_else(llmobserve::server::one_per_core);
     let mut base_args = up.clone();
-    base_args.extend([
-        "--workers".to_owned(),
-        cli.baseline_workers
-            .unwrap_or_else(llmobserve::server::one_per_core)
-            .to_string(),
-    ]);
+    base_args.extend(["--workers".to_owned(), base_workers.to_string()]);
     let base = spawn_role("baseline", &base_args, None).await?;
     let llmo_dir = tmp.path().join("llmobserve");
     let mut llmo_args = up.clone();
@@ -589,10 +592,11 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
     };
     let nginx = match nginx::find(&cli.nginx) {
         Some(bin) if wanted(NGINX) => {
-            let workers = cli
-                .baseline_workers
-                .filter(|&n| n > 0)
-                .unwrap_or_else(llmobserve::server::one_per_core);
+            // As many workers as the pass-through (whose 0 means one shared runtime).
+            let workers = match base_workers {
+                0 => llmobserve::server::one_per_core(),
+                n => n,
+            };
             match nginx::start(&bin, &tmp.path().join("nginx"), mock.addr, workers).await {
                 Ok(n) => Some(n),
                 // Found but broken: an installed nginx is a bonus, not a requirement.

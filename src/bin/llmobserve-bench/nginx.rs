@@ -172,11 +172,8 @@ fn children_of(pid: u32) -> Vec<u32> {
         .filter(|&p| {
             std::fs::read_to_string(format!("/proc/{p}/stat"))
                 .ok()
-                .and_then(|s| {
-                    // Field 4, after the parenthesised name (which may hold spaces).
-                    let (_, rest) = s.rsplit_once(')')?;
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
+                // The parent is field 4.
+                .and_then(|s| crate::stat_fields(&s)?.nth(4 - 3)?.parse::<u32>().ok())
                 == Some(pid)
         })
         .collect()
