@@ -7,15 +7,18 @@
 //! connections in the bench's pass-through). Here a worker's pool is a short `Vec` behind
 //! an uncontended lock, and an HTTP/1.1 connection goes back when its response body ends.
 //!
-//! One pool per worker: a connection is driven by a task on the runtime that opened it,
-//! so sharing pools across workers would send every call's bytes through another thread.
+//! An HTTP/1.1 connection has no task of its own: the call that holds it drives it from
+//! its own task (see [`H1`]). An h2 connection, shared by many calls, runs as a task on
+//! the runtime that opened it. Either way a connection belongs to one worker, so each
+//! worker has its own pool.
 
 use std::error::Error as StdError;
+use std::future::{Future, poll_fn};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -35,6 +38,7 @@ use crate::config::BaseUrl;
 
 type Connector = HttpsConnector<HttpConnector>;
 type ReqBody = Full<Bytes>;
+type Io = <Connector as tower::Service<Uri>>::Response;
 
 /// How long a connection may sit unused before it is closed rather than reused: a
 /// connection a NAT or the provider dropped silently would otherwise hang a call.
@@ -216,7 +220,7 @@ struct Conn {
 }
 
 enum Sender {
-    H1(http1::SendRequest<ReqBody>),
+    H1(H1),
     /// With the count of calls on the connection, shared by all its handles.
     H2(http2::SendRequest<ReqBody>, Arc<Streams>),
 }
@@ -237,9 +241,62 @@ impl Conn {
 impl Sender {
     fn is_closed(&self) -> bool {
         match self {
-            Sender::H1(s) => s.is_closed(),
+            Sender::H1(h) => h.send.is_closed(),
             Sender::H2(s, _) => s.is_closed(),
         }
+    }
+}
+
+/// An HTTP/1.1 connection and its request handle. The connection is driven (request
+/// written, response read) by whichever call holds it, from that call's task: a task of
+/// its own per connection would cost each call two hand-offs between tasks (the request
+/// in, the response and each body chunk out), each a wake-up and a turn of the scheduler.
+struct H1 {
+    send: http1::SendRequest<ReqBody>,
+    /// `None` once the connection has ended; the request handle then reports it closed.
+    conn: Option<Box<http1::Connection<Io, ReqBody>>>,
+}
+
+impl H1 {
+    /// Lets the connection do what it can (write, read, hand over a response or body
+    /// chunk), registering `cx` for its I/O. False once it has ended: it is dropped then,
+    /// which fails whatever it still held for a call (a request not yet written comes
+    /// back to be sent again).
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        let Poll::Ready(ended) = Pin::new(&mut **conn).poll(cx) else {
+            return true;
+        };
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+        self.conn = None;
+        false
+    }
+
+    /// Waits for what `poll` polls, something only this connection's progress completes
+    /// (its readiness, a response), driving the connection meanwhile. `poll` gets a waker
+    /// that does nothing while the connection is alive: the connection's I/O wakes the
+    /// task, so handing it a request or taking its response wakes nobody.
+    async fn run<T>(
+        &mut self,
+        mut poll: impl FnMut(&mut http1::SendRequest<ReqBody>, &mut Context<'_>) -> Poll<T>,
+    ) -> T {
+        poll_fn(|cx| {
+            let mut quiet = Context::from_waker(Waker::noop());
+            if let Poll::Ready(out) = poll(&mut self.send, &mut quiet) {
+                return Poll::Ready(out);
+            }
+            if self.drive(cx) {
+                poll(&mut self.send, &mut quiet)
+            } else {
+                // Dropping the connection completed or will complete it.
+                poll(&mut self.send, cx)
+            }
+        })
+        .await
     }
 }
 
@@ -306,8 +363,11 @@ impl Pool {
                 Err(miss) => Box::pin(self.open(https, authority, miss)).await?,
             };
             let sent = match &mut conn.sender {
-                Sender::H1(s) => {
-                    if let Err(e) = s.ready().await {
+                Sender::H1(h) => {
+                    // A pooled connection was last driven by another call's task: point
+                    // its wake-ups away from that task before handing it a request.
+                    h.drive(&mut Context::from_waker(Waker::noop()));
+                    if let Err(e) = h.run(|s, cx| s.poll_ready(cx)).await {
                         if reused {
                             stale += 1;
                             continue;
@@ -318,7 +378,8 @@ impl Pool {
                         .entry(header::HOST)
                         .or_insert_with(|| conn.host.clone());
                     origin_form(req.uri_mut());
-                    s.try_send_request(req).await
+                    let mut response = std::pin::pin!(h.send.try_send_request(req));
+                    h.run(|_, cx| response.as_mut().poll(cx)).await
                 }
                 Sender::H2(s, _) => {
                     absolute_form(req.uri_mut(), &to.scheme, authority)?;
@@ -507,13 +568,11 @@ impl Pool {
             });
             Sender::H2(s, Arc::default())
         } else {
-            let (s, c) = http1::handshake(io).await?;
-            tokio::spawn(async move {
-                if let Err(e) = c.await {
-                    tracing::debug!(error = %e, "upstream connection ended");
-                }
-            });
-            Sender::H1(s)
+            let (send, conn) = http1::handshake(io).await?;
+            Sender::H1(H1 {
+                send,
+                conn: Some(Box::new(conn)),
+            })
         };
         let conn = Conn {
             https,
@@ -595,6 +654,15 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// Whether this task reads the body from the connection itself (HTTP/1.1), so that
+    /// a pending frame means nothing more has been read yet, rather than that another
+    /// task has not handed it over yet (h2).
+    pub fn read_here(&self) -> bool {
+        self.lease
+            .as_ref()
+            .is_some_and(|l| matches!(l.conn.sender, Sender::H1(_)))
+    }
+
     fn release(&mut self) {
         self.slot = None;
         if let Some(l) = self.lease.take() {
@@ -611,7 +679,25 @@ impl Body for UpstreamBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        let this = &mut *self;
+        let h1 = this.lease.as_mut().and_then(|l| match &mut l.conn.sender {
+            Sender::H1(h) => Some(h),
+            Sender::H2(..) => None,
+        });
+        let frame = match h1 {
+            // The body's bytes come from the connection this task drives (see `H1::run`).
+            Some(h) => {
+                let mut quiet = Context::from_waker(Waker::noop());
+                match Pin::new(&mut this.inner).poll_frame(&mut quiet) {
+                    Poll::Ready(f) => f,
+                    Poll::Pending if h.drive(cx) => {
+                        ready!(Pin::new(&mut this.inner).poll_frame(&mut quiet))
+                    }
+                    Poll::Pending => ready!(Pin::new(&mut this.inner).poll_frame(cx)),
+                }
+            }
+            None => ready!(Pin::new(&mut this.inner).poll_frame(cx)),
+        };
         match &frame {
             None => self.release(),
             Some(Ok(_)) if self.inner.is_end_stream() => self.release(),

@@ -346,19 +346,18 @@ pub struct MeteredBody {
 /// A data frame that comes less than this after the one before it is part of a burst
 /// (the upstream sent several at once, as the bench's mock and fast providers do, or an
 /// SSE stream's last events). hyper hands the client a frame per upstream chunk and
-/// flushes each with its own `writev`, one wake-up of the client each, since the
-/// upstream connection's task decodes the next chunk only after this one is taken. In a
-/// burst the body holds the frame and yields instead, letting that task decode what it
-/// already read, and sends everything gathered as one frame once a few turns bring
-/// nothing more (`BURST_YIELDS`): it never waits for the upstream's next read. Streams
-/// that trickle (tokens milliseconds apart) pass frame by frame as before, and the first
-/// data frame always goes out at once. 20-chunk streams at 64 connections: 24 `writev`s
-/// a stream became 2, and CPU a stream fell by more than half.
+/// flushes each with its own `writev`, one wake-up of the client each. In a burst the
+/// body holds the frame and reads on, and sends everything gathered as one frame once
+/// the upstream has nothing more already read: it never waits for the upstream's next
+/// read. Streams that trickle (tokens milliseconds apart) pass frame by frame as before,
+/// and the first data frame always goes out at once. 20-chunk streams at 64
+/// connections: 24 `writev`s a stream became 2, and CPU a stream fell by more than half.
 const BURST_GAP: Duration = Duration::from_millis(1);
-/// Yields with nothing new before held bytes go out. hyper's upstream connection task
-/// hands over the next chunk it already holds two turns of the scheduler after the last
-/// one was taken (measured: after one turn the body is still pending), so fewer would
-/// end every burst after its first frame.
+/// Yields with nothing new before held bytes go out, for an upstream body fed by another
+/// task (an h2 connection's): that task hands over the next chunk it already holds two
+/// turns of the scheduler after the last one was taken (measured with HTTP/1.1
+/// connections when they had tasks: after one turn the body was still pending). An
+/// HTTP/1.1 body is read by this task, so pending there means nothing more is read.
 const BURST_YIELDS: u8 = 2;
 /// Frames at least this large go out as they are: the syscall is already worth it, and
 /// copying big frames would cost more than it saves.
@@ -545,10 +544,10 @@ impl Body for MeteredBody {
             let polled = Pin::new(&mut this.inner).poll_frame(cx);
             let frame = match polled {
                 Poll::Pending => {
-                    // What a burst gathered goes once the upstream connection has had
-                    // its turns and brought nothing more.
+                    // What a burst gathered goes once the upstream connection has
+                    // nothing more already read.
                     if !this.held.is_empty() {
-                        if this.empty_yields < BURST_YIELDS {
+                        if !this.inner.read_here() && this.empty_yields < BURST_YIELDS {
                             this.empty_yields += 1;
                             cx.waker().wake_by_ref();
                             return Poll::Pending;
