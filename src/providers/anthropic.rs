@@ -54,6 +54,62 @@ pub struct ServerToolUseWire {
 }
 
 impl AnthropicUsageWire {
+    /// Reads `usage` (an object or `null`) by hand; `None` declines, and the caller parses
+    /// with serde instead (see [`super::json_reader`]). The property test below checks it
+    /// against serde.
+    fn read(r: &mut Reader<'_>) -> Option<Option<AnthropicUsageWire>> {
+        if r.null()? {
+            return Some(None);
+        }
+        let mut u = AnthropicUsageWire::default();
+        let mut seen = Seen::default();
+        r.object(|key, r| {
+            let bit = match key {
+                b"input_tokens" => 0,
+                b"cache_creation_input_tokens" => 1,
+                b"cache_read_input_tokens" => 2,
+                b"cache_creation" => 3,
+                b"output_tokens" => 4,
+                b"output_tokens_details" => 5,
+                b"server_tool_use" => 6,
+                b"service_tier" => 7,
+                _ => return r.skip(),
+            };
+            seen.first(bit)?;
+            match bit {
+                0 => u.input_tokens = Count::read(r)?,
+                1 => u.cache_creation_input_tokens = Count::read(r)?,
+                2 => u.cache_read_input_tokens = Count::read(r)?,
+                3 => {
+                    let names = [
+                        &b"ephemeral_5m_input_tokens"[..],
+                        b"ephemeral_1h_input_tokens",
+                    ];
+                    u.cache_creation =
+                        Count::read_all(r, names)?.map(|[m5, h1]| CacheCreationWire {
+                            ephemeral_5m_input_tokens: m5,
+                            ephemeral_1h_input_tokens: h1,
+                        });
+                }
+                4 => u.output_tokens = Count::read(r)?,
+                5 => {
+                    u.output_tokens_details = Count::read_all(r, [b"thinking_tokens"])?
+                        .map(|[thinking_tokens]| OutputDetailsWire { thinking_tokens });
+                }
+                6 => {
+                    u.server_tool_use = Count::read_all(r, [b"web_search_requests"])?.map(
+                        |[web_search_requests]| ServerToolUseWire {
+                            web_search_requests,
+                        },
+                    );
+                }
+                _ => u.service_tier = Text::read(r)?,
+            }
+            Some(())
+        })?;
+        Some(Some(u))
+    }
+
     /// Fields present in `newer` replace ours (`message_delta` counts are cumulative).
     pub fn merge(&mut self, newer: AnthropicUsageWire) {
         self.input_tokens = self.input_tokens.overridden_by(newer.input_tokens);
@@ -132,8 +188,8 @@ pub struct AnthropicBodyWire {
 }
 
 impl ResponseBody for AnthropicBodyWire {
-    /// By hand down to `usage`, which serde reads on its own bytes: the body's bulk
-    /// (`content`) is only skipped, and serde never sees it.
+    /// By hand (the body's bulk, `content`, is only skipped); serde only where the reader
+    /// declines.
     fn read_fast(doc: &[u8]) -> Option<AnthropicBodyWire> {
         let mut r = Reader::new(doc);
         let mut body = AnthropicBodyWire::default();
@@ -147,7 +203,7 @@ impl ResponseBody for AnthropicBodyWire {
             seen.first(field)?;
             match field {
                 0 => body.model = Text::read(r)?,
-                _ => body.usage = r.serde()?,
+                _ => body.usage = AnthropicUsageWire::read(r)?,
             }
             Some(())
         })?;
@@ -288,8 +344,7 @@ mod tests {
         serde_json::from_slice(doc).ok()
     }
 
-    /// The Messages fixtures are read by hand (usage by serde on its bytes), as serde
-    /// reads them whole.
+    /// The Messages fixtures are read by hand, as serde reads them.
     #[test]
     fn fixtures_are_read_by_hand_as_serde_reads_them() {
         for name in [
@@ -318,6 +373,12 @@ mod tests {
             "[1]",
             r#"{"input_tokens":3,"output_tokens":"4","cache_creation":{"ephemeral_1h_input_tokens":2}}"#,
             r#"{"input_tokens":3,"input_tokens":4}"#,
+            r#"{"input_tokens":1,"cache_creation_input_tokens":10,"cache_read_input_tokens":null,"output_tokens":2.0,"service_tier":"standard"}"#,
+            r#"{"cache_creation":{"ephemeral_5m_input_tokens":3,"ephemeral_1h_input_tokens":4,"x":[]},"output_tokens_details":{"thinking_tokens":9}}"#,
+            r#"{"cache_creation":{"ephemeral_5m_input_tokens":3,"ephemeral_5m_input_tokens":4}}"#,
+            r#"{"cache_creation":[3,4],"server_tool_use":{"web_search_requests":2}}"#,
+            r#"{"cache_creation":null,"server_tool_use":null,"output_tokens_details":7}"#,
+            r#"{"service_tier":null,"server_tool_use":{"web_search_requests":"2"},"output_tokens":1}"#,
             r#"[{"type":"text","text":"hi"}]"#,
         ])
     }

@@ -44,13 +44,17 @@ impl<'a> Reader<'a> {
 
     /// The next non-whitespace byte, not consumed.
     fn peek(&mut self) -> Option<u8> {
-        while let Some(&b) = self.s.get(self.i) {
+        loop {
+            let b = *self.s.get(self.i)?;
             if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
                 return Some(b);
             }
             self.i += 1;
+            // Pretty-printed bodies (OpenAI's, Gemini's) indent each line.
+            if b == b'\n' {
+                self.i = skip_spaces(self.s, self.i);
+            }
         }
-        None
     }
 
     fn eat(&mut self, b: u8) -> Option<()> {
@@ -301,6 +305,25 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Index of the first byte at or after `i` that is not a space, eight bytes at a time.
+pub fn skip_spaces(s: &[u8], mut i: usize) -> usize {
+    const SPACES: u64 = u64::from_ne_bytes([b' '; 8]);
+    while let Some(word) = s.get(i..i + 8) {
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            break;
+        };
+        let other = u64::from_le_bytes(word) ^ SPACES;
+        if other != 0 {
+            return i + (other.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while s.get(i) == Some(&b' ') {
+        i += 1;
+    }
+    i
+}
+
 /// Index of the first `"`, `\` or control character at or after `i`, eight bytes at a time.
 ///
 /// For each test, `(v - 0x01..) & !v & 0x80..` flags the bytes where `v` is zero (or, for
@@ -460,20 +483,36 @@ mod tests {
         }
     }
 
+    #[test]
+    fn skip_spaces_stops_at_the_first_other_byte() {
+        for len in 0..20 {
+            for pos in 0..=len {
+                let mut s = vec![b' '; len];
+                if pos < len {
+                    s[pos] = b'\n';
+                }
+                assert_eq!(skip_spaces(&s, 0), pos, "{len} {pos}");
+                assert_eq!(skip_spaces(&s, pos), pos);
+            }
+        }
+    }
+
     proptest! {
         /// Whatever the reader accepts, serde_json accepts too.
         #[test]
-        fn accepts_only_what_serde_accepts(doc in r#"[\[\]{}",:\\ ae0-9.\-+tfrulsn\x01]{0,40}"#) {
+        fn accepts_only_what_serde_accepts(doc in r#"[\[\]{}",:\\ \n\t\r\x0bae0-9.\-+tfrulsn\x01]{0,40}"#) {
             if accepts(doc.as_bytes()) {
                 prop_assert!(serde_json::from_slice::<serde::de::IgnoredAny>(doc.as_bytes()).is_ok(), "{doc}");
             }
         }
 
-        /// And it accepts what serde_json writes.
+        /// And it accepts what serde_json writes, compact or pretty-printed.
         #[test]
         fn accepts_what_serde_writes(v in json_value()) {
             let doc = serde_json::to_vec(&v).unwrap_or_default();
             prop_assert!(accepts(&doc), "{}", String::from_utf8_lossy(&doc));
+            let pretty = serde_json::to_vec_pretty(&v).unwrap_or_default();
+            prop_assert!(accepts(&pretty), "{}", String::from_utf8_lossy(&pretty));
         }
     }
 

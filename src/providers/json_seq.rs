@@ -6,6 +6,7 @@
 //! Each element is captured in a [`BoundedJson`], so memory stays bounded even for an element
 //! carrying a large inline image.
 
+use super::json_reader::skip_spaces;
 use super::json_tail::BoundedJson;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,18 +124,29 @@ impl JsonSeq {
             return i;
         };
         while let Some(&b) = chunk.get(i) {
+            if in_string && !escaped {
+                // Most of a document's bytes are inside strings: jump to the next quote
+                // or backslash.
+                let rest = chunk.get(i..).unwrap_or_default();
+                let Some(k) = memchr::memchr2(b'"', b'\\', rest) else {
+                    i = chunk.len();
+                    break;
+                };
+                i += k;
+                escaped = rest.get(k) == Some(&b'\\');
+                in_string = escaped;
+                i += 1;
+                continue;
+            }
             i += 1;
             if in_string {
-                if escaped {
-                    escaped = false;
-                } else if b == b'\\' {
-                    escaped = true;
-                } else if b == b'"' {
-                    in_string = false;
-                }
+                // The byte after a backslash.
+                escaped = false;
                 continue;
             }
             match b {
+                // Pretty-printed bodies (Gemini's) indent each line.
+                b'\n' => i = skip_spaces(chunk, i),
                 b'"' => in_string = true,
                 b'{' | b'[' => depth += 1,
                 b'}' | b']' => {
@@ -193,6 +205,30 @@ mod tests {
     }
 
     proptest! {
+        /// Arrays as serde writes them, compact or pretty-printed, split into their
+        /// elements however the bytes are chunked.
+        #[test]
+        fn splits_what_serde_writes(
+            elements in prop::collection::vec(
+                prop::collection::btree_map("[a-z\"\\\\{}\\[\\] ]{0,6}", "[a-z\"\\\\{}\\[\\]\n ]{0,12}", 0..4),
+                0..4,
+            ),
+            pretty: bool,
+            chunk in 1usize..40,
+        ) {
+            let values: Vec<serde_json::Value> =
+                elements.iter().map(|m| serde_json::json!(m)).collect();
+            let doc = if pretty {
+                serde_json::to_vec_pretty(&values)
+            } else {
+                serde_json::to_vec(&values)
+            }
+            .unwrap_or_default();
+            let (got, done) = split(&doc, chunk);
+            prop_assert!(done);
+            prop_assert_eq!(got, values);
+        }
+
         #[test]
         fn any_bytes_never_panic(doc in proptest::collection::vec(any::<u8>(), 0..300), chunk in 1usize..20) {
             let _ = split(&doc, chunk);

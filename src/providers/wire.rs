@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use memchr::memmem;
 
-use super::json_reader::Reader;
+use super::json_reader::{Reader, Seen};
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
@@ -101,6 +101,29 @@ impl Count {
             Some(n) => Some(Count(Some(n))),
             None => r.serde(),
         }
+    }
+
+    /// An object of counts (or `null`) at `r`, `names[i]` read into the `i`-th, as serde's
+    /// derive reads a `#[serde(default)]` struct of `Count`s: other members skipped, a
+    /// repeated one (or any other shape, such as the array form) declines.
+    pub fn read_all<const N: usize>(
+        r: &mut Reader<'_>,
+        names: [&[u8]; N],
+    ) -> Option<Option<[Count; N]>> {
+        if r.null()? {
+            return Some(None);
+        }
+        let mut counts = [Count(None); N];
+        let mut seen = Seen::default();
+        r.object(|key, r| match names.iter().position(|n| *n == key) {
+            Some(i) => {
+                seen.first(u32::try_from(i).ok()?)?;
+                *counts.get_mut(i)? = Count::read(r)?;
+                Some(())
+            }
+            None => r.skip(),
+        })?;
+        Some(Some(counts))
     }
 }
 
