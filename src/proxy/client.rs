@@ -18,7 +18,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -255,18 +255,52 @@ struct H1 {
     send: http1::SendRequest<ReqBody>,
     /// `None` once the connection has ended; the request handle then reports it closed.
     conn: Option<Box<http1::Connection<Io, ReqBody>>>,
+    /// The task that holds the connection, if any.
+    owner: Arc<Owner>,
+    /// The connection is always polled with this waker, which wakes `owner`.
+    waker: Waker,
+}
+
+/// Wakes the task that holds a connection. hyper and tokio keep the waker a connection
+/// was last polled with (for its socket, its request queue); one that stays the same
+/// and points at the current holder means a call that takes a pooled connection need
+/// not poll it first just to move those wake-ups off the task that used it before.
+#[derive(Default)]
+struct Owner(atomic_waker::AtomicWaker);
+
+impl Wake for Owner {
+    fn wake(self: Arc<Self>) {
+        self.0.wake();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.wake();
+    }
 }
 
 impl H1 {
+    fn new(send: http1::SendRequest<ReqBody>, conn: http1::Connection<Io, ReqBody>) -> H1 {
+        let owner = Arc::new(Owner::default());
+        H1 {
+            send,
+            conn: Some(Box::new(conn)),
+            waker: Waker::from(Arc::clone(&owner)),
+            owner,
+        }
+    }
+
     /// Lets the connection do what it can (write, read, hand over a response or body
-    /// chunk), registering `cx` for its I/O. False once it has ended: it is dropped then,
-    /// which fails whatever it still held for a call (a request not yet written comes
-    /// back to be sent again).
+    /// chunk), with `cx`'s task woken when it can do more. False once it has ended: it
+    /// is dropped then, which fails whatever it still held for a call (a request it had
+    /// not written yet comes back to be sent again; hyper reads before it writes, so a
+    /// close that came while the connection sat in the pool is seen first).
     fn drive(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(conn) = self.conn.as_mut() else {
             return false;
         };
-        let Poll::Ready(ended) = Pin::new(&mut **conn).poll(cx) else {
+        self.owner.0.register(cx.waker());
+        let Poll::Ready(ended) = Pin::new(&mut **conn).poll(&mut Context::from_waker(&self.waker))
+        else {
             return true;
         };
         if let Err(e) = ended {
@@ -364,9 +398,6 @@ impl Pool {
             };
             let sent = match &mut conn.sender {
                 Sender::H1(h) => {
-                    // A pooled connection was last driven by another call's task: point
-                    // its wake-ups away from that task before handing it a request.
-                    h.drive(&mut Context::from_waker(Waker::noop()));
                     if let Err(e) = h.run(|s, cx| s.poll_ready(cx)).await {
                         if reused {
                             stale += 1;
@@ -527,6 +558,11 @@ impl Pool {
         if conn.sender.is_closed() {
             return;
         }
+        if let Sender::H1(h) = &conn.sender {
+            // Whatever the connection notices while pooled (a close) waits for its next
+            // call: hyper reads before it writes.
+            drop(h.owner.0.take());
+        }
         let mut idle = self.idle();
         let oldest = if idle.len() >= MAX_IDLE {
             // The HTTP/1.1 one idle longest; shared h2 connections stay.
@@ -569,10 +605,7 @@ impl Pool {
             Sender::H2(s, Arc::default())
         } else {
             let (send, conn) = http1::handshake(io).await?;
-            Sender::H1(H1 {
-                send,
-                conn: Some(Box::new(conn)),
-            })
+            Sender::H1(H1::new(send, conn))
         };
         let conn = Conn {
             https,
