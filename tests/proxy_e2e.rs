@@ -1847,6 +1847,70 @@ async fn chat_calls(app: &TestApp, key: &str, n: usize) {
 }
 
 #[tokio::test]
+async fn a_pooled_upstream_connection_wakes_the_call_that_holds_it_now() {
+    // The upstream answers after a pause and streams with pauses, so every call waits on
+    // the upstream socket. Each call comes on a client connection of its own (a task of
+    // its own on the proxy) and takes the one pooled connection: the socket's wake-ups
+    // must reach that call, not one that held the connection before.
+    let mock = MockUpstream::plain()
+        .route(
+            "POST",
+            "/v1/chat/completions",
+            Reply::json(200, fixture("openai/chat_completion.json"))
+                .delay_headers(Duration::from_millis(30)),
+        )
+        .route(
+            "POST",
+            "/v1/messages",
+            Reply::sse(fixture("anthropic/messages_stream.sse"))
+                .chunked_by_event()
+                .delay_per_chunk(Duration::from_millis(5)),
+        )
+        .start()
+        .await;
+    let app = TestApp::spawn_with(&mock.base_url(), |c| c.proxy_workers = 1).await;
+    let acct = app.account("holder@example.com").await;
+    for round in 0..6 {
+        let (path, body, want) = if round % 2 == 0 {
+            ("/v1/chat/completions", CHAT, "openai/chat_completion.json")
+        } else {
+            (
+                "/anthropic/v1/messages",
+                MESSAGES,
+                "anthropic/messages_stream.sse",
+            )
+        };
+        let started = std::time::Instant::now();
+        let call = async {
+            let r = reqwest::Client::new()
+                .post(app.url(path))
+                .header("x-llmobserve-key", &acct.key)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap()
+        };
+        let got = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the call was never woken"));
+        assert_eq!(got, fixture(want), "round {round}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "round {round}: {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(
+        mock.connections(),
+        1,
+        "every call had the pooled connection"
+    );
+    assert_eq!(app.wait_events(&acct.user_id, 6).await.len(), 6);
+}
+
+#[tokio::test]
 async fn upstream_connections_are_pooled_per_protocol_and_a_cut_stream_is_not_reused() {
     for tls in [false, true] {
         let mock = if tls {
