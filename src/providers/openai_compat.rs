@@ -64,44 +64,21 @@ pub struct CompletionDetailsWire {
 
 impl PromptDetailsWire {
     fn read(r: &mut Reader<'_>) -> Option<Option<PromptDetailsWire>> {
-        if r.null()? {
-            return Some(None);
-        }
-        let mut d = PromptDetailsWire::default();
-        let mut seen = Seen::default();
-        r.object(|key, r| match key {
-            b"cached_tokens" => {
-                seen.first(0)?;
-                d.cached_tokens = Count::read(r)?;
-                Some(())
-            }
-            b"cache_write_tokens" => {
-                seen.first(1)?;
-                d.cache_write_tokens = Count::read(r)?;
-                Some(())
-            }
-            _ => r.skip(),
-        })?;
-        Some(Some(d))
+        let names = [&b"cached_tokens"[..], b"cache_write_tokens"];
+        let read = Count::read_all(r, names)?;
+        Some(
+            read.map(|[cached_tokens, cache_write_tokens]| PromptDetailsWire {
+                cached_tokens,
+                cache_write_tokens,
+            }),
+        )
     }
 }
 
 impl CompletionDetailsWire {
     fn read(r: &mut Reader<'_>) -> Option<Option<CompletionDetailsWire>> {
-        if r.null()? {
-            return Some(None);
-        }
-        let mut d = CompletionDetailsWire::default();
-        let mut seen = Seen::default();
-        r.object(|key, r| match key {
-            b"reasoning_tokens" => {
-                seen.first(0)?;
-                d.reasoning_tokens = Count::read(r)?;
-                Some(())
-            }
-            _ => r.skip(),
-        })?;
-        Some(Some(d))
+        let read = Count::read_all(r, [b"reasoning_tokens"])?;
+        Some(read.map(|[reasoning_tokens]| CompletionDetailsWire { reasoning_tokens }))
     }
 }
 
