@@ -253,8 +253,13 @@ impl Sender {
 /// in, the response and each body chunk out), each a wake-up and a turn of the scheduler.
 struct H1 {
     send: http1::SendRequest<ReqBody>,
+    conn: Driven,
+}
+
+/// The connection half of an [`H1`].
+struct Driven {
     /// `None` once the connection has ended; the request handle then reports it closed.
-    conn: Option<Box<http1::Connection<Io, ReqBody>>>,
+    inner: Option<Box<http1::Connection<Io, ReqBody>>>,
     /// The task that holds the connection, if any.
     owner: Arc<Owner>,
     /// The connection is always polled with this waker, which wakes `owner`.
@@ -281,21 +286,32 @@ impl Wake for Owner {
 impl H1 {
     fn new(send: http1::SendRequest<ReqBody>, conn: http1::Connection<Io, ReqBody>) -> H1 {
         let owner = Arc::new(Owner::default());
-        H1 {
-            send,
-            conn: Some(Box::new(conn)),
+        let conn = Driven {
+            inner: Some(Box::new(conn)),
             waker: Waker::from(Arc::clone(&owner)),
             owner,
-        }
+        };
+        H1 { send, conn }
     }
 
+    /// Waits for what `poll` polls on the request handle (its readiness, a response),
+    /// driving the connection meanwhile (see [`Driven::poll`]).
+    async fn run<T>(
+        &mut self,
+        mut poll: impl FnMut(&mut http1::SendRequest<ReqBody>, &mut Context<'_>) -> Poll<T>,
+    ) -> T {
+        poll_fn(|cx| self.conn.poll(cx, |c| poll(&mut self.send, c))).await
+    }
+}
+
+impl Driven {
     /// Lets the connection do what it can (write, read, hand over a response or body
     /// chunk), with `cx`'s task woken when it can do more. False once it has ended: it
     /// is dropped then, which fails whatever it still held for a call (a request it had
     /// not written yet comes back to be sent again; hyper reads before it writes, so a
     /// close that came while the connection sat in the pool is seen first).
     fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.inner.as_mut() else {
             return false;
         };
         self.owner.0.register(cx.waker());
@@ -306,31 +322,30 @@ impl H1 {
         if let Err(e) = ended {
             tracing::debug!(error = %e, "upstream connection ended");
         }
-        self.conn = None;
+        self.inner = None;
         false
     }
 
-    /// Waits for what `poll` polls, something only this connection's progress completes
-    /// (its readiness, a response), driving the connection meanwhile. `poll` gets a waker
-    /// that does nothing while the connection is alive: the connection's I/O wakes the
-    /// task, so handing it a request or taking its response wakes nobody.
-    async fn run<T>(
+    /// Polls with `poll` something only this connection's progress completes (its
+    /// readiness, a response, a body chunk), driving the connection once if it is not
+    /// ready yet. `poll` gets a waker that does nothing while the connection is alive:
+    /// the connection's I/O wakes the task, so handing it a request or taking what it
+    /// read wakes nobody.
+    fn poll<T>(
         &mut self,
-        mut poll: impl FnMut(&mut http1::SendRequest<ReqBody>, &mut Context<'_>) -> Poll<T>,
-    ) -> T {
-        poll_fn(|cx| {
-            let mut quiet = Context::from_waker(Waker::noop());
-            if let Poll::Ready(out) = poll(&mut self.send, &mut quiet) {
-                return Poll::Ready(out);
-            }
-            if self.drive(cx) {
-                poll(&mut self.send, &mut quiet)
-            } else {
-                // Dropping the connection completed or will complete it.
-                poll(&mut self.send, cx)
-            }
-        })
-        .await
+        cx: &mut Context<'_>,
+        mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        let mut quiet = Context::from_waker(Waker::noop());
+        if let Poll::Ready(out) = poll(&mut quiet) {
+            return Poll::Ready(out);
+        }
+        if self.drive(cx) {
+            poll(&mut quiet)
+        } else {
+            // Dropping the connection completed or will complete it.
+            poll(cx)
+        }
     }
 }
 
@@ -561,7 +576,7 @@ impl Pool {
         if let Sender::H1(h) = &conn.sender {
             // Whatever the connection notices while pooled (a close) waits for its next
             // call: hyper reads before it writes.
-            drop(h.owner.0.take());
+            drop(h.conn.owner.0.take());
         }
         let mut idle = self.idle();
         let oldest = if idle.len() >= MAX_IDLE {
@@ -714,22 +729,14 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         let h1 = this.lease.as_mut().and_then(|l| match &mut l.conn.sender {
-            Sender::H1(h) => Some(h),
+            Sender::H1(h) => Some(&mut h.conn),
             Sender::H2(..) => None,
         });
+        let inner = &mut this.inner;
         let frame = match h1 {
-            // The body's bytes come from the connection this task drives (see `H1::run`).
-            Some(h) => {
-                let mut quiet = Context::from_waker(Waker::noop());
-                match Pin::new(&mut this.inner).poll_frame(&mut quiet) {
-                    Poll::Ready(f) => f,
-                    Poll::Pending if h.drive(cx) => {
-                        ready!(Pin::new(&mut this.inner).poll_frame(&mut quiet))
-                    }
-                    Poll::Pending => ready!(Pin::new(&mut this.inner).poll_frame(cx)),
-                }
-            }
-            None => ready!(Pin::new(&mut this.inner).poll_frame(cx)),
+            // The body's bytes come from the connection this task drives.
+            Some(conn) => ready!(conn.poll(cx, |c| Pin::new(&mut *inner).poll_frame(c))),
+            None => ready!(Pin::new(inner).poll_frame(cx)),
         };
         match &frame {
             None => self.release(),
