@@ -1360,7 +1360,21 @@ async fn anthropic_stream_started(
     common::app::Account,
     reqwest::Response,
 ) {
-    let mock = MockUpstream::tls()
+    anthropic_stream_started_from(MockUpstream::tls(), reply, tweak).await
+}
+
+/// [`anthropic_stream_started`] from `mock` (`plain()` for HTTP/1.1, `tls()` for h2).
+async fn anthropic_stream_started_from(
+    mock: MockUpstream,
+    reply: impl FnOnce(Reply) -> Reply,
+    tweak: impl FnOnce(&mut llmobserve::config::Config),
+) -> (
+    MockUpstreamHandle,
+    TestApp,
+    common::app::Account,
+    reqwest::Response,
+) {
+    let mock = mock
         .route(
             "POST",
             "/v1/messages",
@@ -1384,13 +1398,13 @@ async fn anthropic_stream_started(
 /// The Anthropic stream fixture served one event a chunk, `delay` before each, as the
 /// client's body frames arrived (the first is `message_start` alone); checks the bytes
 /// and the event on the way. Also returns the fixture's number of events.
-async fn anthropic_stream_frames(delay: Duration) -> (usize, usize) {
+async fn anthropic_stream_frames(mock: MockUpstream, delay: Duration) -> (usize, usize) {
     let sse = fixture("anthropic/messages_stream.sse");
     let text = String::from_utf8_lossy(&sse).into_owned();
     let events = text.matches("\n\n").count();
     let first_event = text.find("\n\n").unwrap() + 2;
     let (_mock, app, acct, mut resp) =
-        anthropic_stream_started(|r| r.delay_per_chunk(delay), |_| {}).await;
+        anthropic_stream_started_from(mock, |r| r.delay_per_chunk(delay), |_| {}).await;
     let mut rest = Vec::new();
     while let Some(f) = resp.chunk().await.unwrap() {
         rest.push(f);
@@ -1403,20 +1417,35 @@ async fn anthropic_stream_frames(delay: Duration) -> (usize, usize) {
 }
 
 /// Events the upstream sends at once leave at once: the first as it comes, the rest
-/// gathered into a few writes instead of one a event (hyper flushes each frame).
+/// gathered into a few writes instead of one a event (hyper flushes each frame). Over
+/// HTTP/1.1 (the call reads its connection itself) and h2 (the connection's task feeds
+/// the body), whose bursts end differently (`proxy::meter`, `BURST_YIELDS`).
 #[tokio::test]
 async fn stream_events_that_come_together_go_out_together() {
-    let (frames, events) = anthropic_stream_frames(Duration::ZERO).await;
-    assert!(events >= 10, "fixture has {events} events");
-    // Slack for a test machine that preempts the proxy mid-burst.
-    assert!(frames <= events / 2, "{frames} frames for {events} events");
+    for (name, mock) in [
+        ("http/1.1", MockUpstream::plain()),
+        ("h2", MockUpstream::tls()),
+    ] {
+        let (frames, events) = anthropic_stream_frames(mock, Duration::ZERO).await;
+        assert!(events >= 10, "fixture has {events} events");
+        // Slack for a test machine that preempts the proxy mid-burst.
+        assert!(
+            frames <= events / 2,
+            "{name}: {frames} frames for {events} events"
+        );
+    }
 }
 
 /// Events that trickle in (as tokens do) are not held back for company: one frame each.
 #[tokio::test]
 async fn stream_events_that_trickle_go_out_one_by_one() {
-    let (frames, events) = anthropic_stream_frames(Duration::from_millis(20)).await;
-    assert_eq!(frames, events);
+    for (name, mock) in [
+        ("http/1.1", MockUpstream::plain()),
+        ("h2", MockUpstream::tls()),
+    ] {
+        let (frames, events) = anthropic_stream_frames(mock, Duration::from_millis(20)).await;
+        assert_eq!(frames, events, "{name}");
+    }
 }
 
 #[tokio::test]
