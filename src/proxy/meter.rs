@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -480,6 +480,18 @@ impl MeteredBody {
         self.take_held()
     }
 
+    /// After holding a frame: ready to read the next one at once (an HTTP/1.1 body,
+    /// which this task reads itself), or pending, to yield first so that the task feeding
+    /// the body (an h2 connection's) can decode what it already read; this task runs
+    /// again right after it.
+    fn read_on(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.inner.read_here() {
+            return Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
     /// Everything held, as one frame's bytes.
     fn take_held(&mut self) -> Bytes {
         self.held.split().freeze()
@@ -610,10 +622,8 @@ impl Body for MeteredBody {
                             if last {
                                 this.end(End::Complete, now);
                             } else if burst && this.hold(&frame) {
-                                // Let the upstream connection's task decode what it
-                                // already read; this task runs again right after it.
-                                cx.waker().wake_by_ref();
-                                return Poll::Pending;
+                                ready!(this.read_on(cx));
+                                continue;
                             }
                             return Poll::Ready(Some(Ok(Frame::data(this.with_held(frame)))));
                         }
@@ -625,8 +635,8 @@ impl Body for MeteredBody {
                                 }
                                 this.end(End::Complete, now);
                             } else if burst && this.hold_ready() {
-                                cx.waker().wake_by_ref();
-                                return Poll::Pending;
+                                ready!(this.read_on(cx));
+                                continue;
                             }
                             continue;
                         }
