@@ -16,7 +16,7 @@ use std::error::Error as StdError;
 use std::future::{Future, poll_fn};
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::{Duration, Instant};
@@ -45,6 +45,12 @@ type Io = <Connector as tower::Service<Uri>>::Response;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle HTTP/1.1 connections kept per worker, all upstreams together.
 const MAX_IDLE: usize = 256;
+/// How often a worker looks over its pooled connections while it has any: an HTTP/1.1
+/// one has no task of its own to notice that the upstream closed it (the socket would
+/// sit half-closed until its next call), and one unused past `IDLE_TIMEOUT` is closed
+/// rather than kept until a call finds it. A look is a poll of each, no syscall unless
+/// the socket has something to read.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Closed pooled connections one call may run into before it opens a new one.
 const MAX_STALE: usize = 4;
 /// Calls one h2 connection carries at once; the next one opens another connection.
@@ -172,6 +178,7 @@ pub fn build(
                 connector: connector.clone(),
                 idle: Mutex::new(Vec::new()),
                 openers: Mutex::new(Vec::new()),
+                sweeping: AtomicBool::new(false),
             })
         })
         .collect();
@@ -187,6 +194,8 @@ pub struct Pool {
     /// One per h2 upstream whose connections have been found full: new connections to it
     /// open one at a time.
     openers: Mutex<Vec<Opener>>,
+    /// Whether a task is sweeping `idle` (see [`Pool::watch`]).
+    sweeping: AtomicBool,
 }
 
 /// Takes turns opening h2 connections to one upstream. Calls that find every connection
@@ -209,6 +218,18 @@ struct Failed {
 struct Idle {
     conn: Conn,
     since: Instant,
+}
+
+impl Idle {
+    /// Unused for `IDLE_TIMEOUT`: an HTTP/1.1 connection since it was pooled, an h2 one
+    /// since a call last started on it, with none on it now.
+    fn expired(&self, now: Instant) -> bool {
+        now.duration_since(self.since) >= IDLE_TIMEOUT
+            && match &self.conn.sender {
+                Sender::H1(_) => true,
+                Sender::H2(_, streams) => streams.0.load(Ordering::Acquire) == 0,
+            }
+    }
 }
 
 struct Conn {
@@ -311,10 +332,19 @@ impl Driven {
     /// not written yet comes back to be sent again; hyper reads before it writes, so a
     /// close that came while the connection sat in the pool is seen first).
     fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.inner.is_none() {
+            return false;
+        }
+        self.owner.0.register(cx.waker());
+        self.alive()
+    }
+
+    /// Polls the connection for whoever is registered in `owner` (nobody while it is
+    /// pooled); false once it has ended, as [`Driven::drive`].
+    fn alive(&mut self) -> bool {
         let Some(conn) = self.inner.as_mut() else {
             return false;
         };
-        self.owner.0.register(cx.waker());
         let Poll::Ready(ended) = Pin::new(&mut **conn).poll(&mut Context::from_waker(&self.waker))
         else {
             return true;
@@ -482,10 +512,7 @@ impl Pool {
                 continue;
             }
             match &e.conn.sender {
-                Sender::H2(_, streams)
-                    if now.duration_since(e.since) >= IDLE_TIMEOUT
-                        && streams.0.load(Ordering::Acquire) == 0 =>
-                {
+                Sender::H2(..) if e.expired(now) => {
                     // The pool's handle is the last one: dropping it closes the connection.
                     gone.push(idle.remove(i));
                     continue;
@@ -500,7 +527,7 @@ impl Pool {
                     idle[i].since = now;
                     return Ok((conn, Some(slot)));
                 }
-                Sender::H1(_) if now.duration_since(e.since) >= IDLE_TIMEOUT => {
+                Sender::H1(_) if e.expired(now) => {
                     // Every HTTP/1.1 connection before it has waited longer still; the
                     // h2 ones are not idle, only shared.
                     gone.extend(idle.extract_if(..=i, |e| matches!(e.conn.sender, Sender::H1(_))));
@@ -515,7 +542,7 @@ impl Pool {
     /// A connection for a call that found none free in the pool, and whether it is a
     /// pooled one after all (another call opened it meanwhile).
     async fn open(
-        &self,
+        self: &Arc<Self>,
         https: bool,
         authority: &Authority,
         miss: Miss,
@@ -569,13 +596,13 @@ impl Pool {
     }
 
     /// Puts an HTTP/1.1 connection whose response has ended back for the next call.
-    fn put(&self, conn: Conn) {
+    fn put(self: &Arc<Self>, conn: Conn) {
         if conn.sender.is_closed() {
             return;
         }
         if let Sender::H1(h) = &conn.sender {
-            // Whatever the connection notices while pooled (a close) waits for its next
-            // call: hyper reads before it writes.
+            // Whatever the connection notices while pooled (a close) waits for the next
+            // sweep or call, whichever comes first (hyper reads before it writes).
             drop(h.conn.owner.0.take());
         }
         let mut idle = self.idle();
@@ -593,9 +620,61 @@ impl Pool {
         });
         drop(idle);
         drop(oldest);
+        self.watch();
     }
 
-    async fn connect(&self, https: bool, authority: &Authority) -> Result<Checkout, UpstreamError> {
+    /// Makes sure a task on this runtime sweeps the pool (see [`SWEEP_EVERY`]) while
+    /// it holds connections; the task ends once the pool is empty, so an idle proxy has
+    /// no timer running. Called after a connection is pooled: a sweep that found the
+    /// pool empty cleared the flag under the lock, so it cannot miss this one.
+    fn watch(self: &Arc<Self>) {
+        if self.sweeping.load(Ordering::Acquire) || self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.sweeping.store(false, Ordering::Release);
+            return;
+        };
+        let pool = Arc::downgrade(self);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                let Some(pool) = pool.upgrade() else {
+                    return;
+                };
+                if !pool.sweep(Instant::now()) {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Closes the pooled connections that ended or were unused past `IDLE_TIMEOUT` at
+    /// `now`. False, with the sweep flag cleared, once the pool is empty.
+    fn sweep(&self, now: Instant) -> bool {
+        let mut gone: Vec<Idle> = Vec::new();
+        let mut idle = self.idle();
+        gone.extend(idle.extract_if(.., |e| {
+            e.expired(now)
+                || match &mut e.conn.sender {
+                    Sender::H1(h) => !h.conn.alive(),
+                    Sender::H2(s, _) => s.is_closed(),
+                }
+        }));
+        let watching = !idle.is_empty();
+        if !watching {
+            self.sweeping.store(false, Ordering::Release);
+        }
+        drop(idle);
+        drop(gone);
+        watching
+    }
+
+    async fn connect(
+        self: &Arc<Self>,
+        https: bool,
+        authority: &Authority,
+    ) -> Result<Checkout, UpstreamError> {
         let scheme = if https { Scheme::HTTPS } else { Scheme::HTTP };
         let uri = Uri::builder()
             .scheme(scheme)
@@ -635,6 +714,7 @@ impl Pool {
                     conn: conn.h2_handle(s, streams),
                     since: Instant::now(),
                 });
+                self.watch();
                 // A new connection has room for the call that opened it.
                 streams.take()
             }
@@ -925,6 +1005,97 @@ mod tests {
         let again = pool.open(true, &authority, Miss { h2_full: true }).await;
         assert!(again.is_err());
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        server.abort();
+    }
+
+    /// An upstream on loopback that reports each connection the client closes; with
+    /// `hang_up`, it closes its own side first, as an upstream ending a keep-alive
+    /// connection does.
+    async fn upstream_reporting_closes(
+        hang_up: bool,
+    ) -> (
+        Authority,
+        tokio::sync::mpsc::UnboundedReceiver<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
+        let server = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let closed_tx = closed_tx.clone();
+                tokio::spawn(async move {
+                    if hang_up {
+                        s.shutdown().await.unwrap();
+                    }
+                    let mut buf = [0u8; 64];
+                    while s.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                    let _ = closed_tx.send(());
+                });
+            }
+        });
+        (authority, closed, server)
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_upstream_closed_is_closed_without_waiting_for_a_call() {
+        let (authority, mut closed, server) = upstream_reporting_closes(true).await;
+        let upstream = build(None, Duration::from_secs(5), 0).unwrap();
+        let pool = Arc::clone(upstream.here());
+        let (conn, _) = pool.connect(false, &authority).await.unwrap();
+        pool.put(conn);
+        assert_eq!(pool.idle().len(), 1);
+        // No call comes: the sweep notices the upstream's close and closes our side.
+        tokio::time::timeout(SWEEP_EVERY * 5, closed.recv())
+            .await
+            .expect("our side closed by the sweep, not left half-closed")
+            .unwrap();
+        assert_eq!(pool.idle().len(), 0);
+        assert!(
+            !pool.sweeping.load(Ordering::Acquire),
+            "the sweep stops once the pool is empty"
+        );
+        // The next connection pooled is watched again.
+        let (conn, _) = pool.connect(false, &authority).await.unwrap();
+        pool.put(conn);
+        assert!(pool.sweeping.load(Ordering::Acquire));
+        tokio::time::timeout(SWEEP_EVERY * 5, closed.recv())
+            .await
+            .expect("the second one is closed too")
+            .unwrap();
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn the_sweep_closes_connections_unused_past_the_timeout_and_keeps_the_rest() {
+        let (authority, mut closed, server) = upstream_reporting_closes(false).await;
+        let upstream = build(None, Duration::from_secs(5), 0).unwrap();
+        let pool = Arc::clone(upstream.here());
+        let now = Instant::now();
+        for age in [IDLE_TIMEOUT / 2, Duration::ZERO] {
+            let (conn, _) = pool.connect(false, &authority).await.unwrap();
+            pool.idle().push(Idle {
+                conn,
+                since: now.checked_sub(age).unwrap(),
+            });
+        }
+        // Open and not yet unused for long enough: both stay.
+        assert!(pool.sweep(now));
+        assert_eq!(pool.idle().len(), 2);
+        assert!(closed.try_recv().is_err());
+        // The older one's time is up.
+        assert!(pool.sweep(now + IDLE_TIMEOUT / 2));
+        assert_eq!(pool.idle().len(), 1);
+        assert!(pool.sweep(now + IDLE_TIMEOUT - Duration::from_millis(1)));
+        assert!(!pool.sweep(now + IDLE_TIMEOUT));
+        assert_eq!(pool.idle().len(), 0);
+        for _ in 0..2 {
+            tokio::time::timeout(Duration::from_secs(5), closed.recv())
+                .await
+                .expect("an unused connection is closed")
+                .unwrap();
+        }
         server.abort();
     }
 
