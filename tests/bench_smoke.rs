@@ -1,7 +1,9 @@
 //! CI's short benchmark: LLMObserve against the bench's plain pass-through proxy, in
 //! process, same build, same mock, interleaved rounds. It fails only on gross
 //! regressions (throughput under half the pass-through's, by the median of rounds) or
-//! on wrong bytes, so a noisy 2-core machine does not make it flake. The full
+//! on wrong bytes, so a noisy 2-core machine does not make it flake. Both proxies reach
+//! the mock over plain HTTP/1.1, then over TLS (h2 by ALPN, the way providers are
+//! reached). The full
 //! comparison is `cargo run --release --bin llmobserve-bench` (README, "Performance").
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -39,14 +41,27 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn llmobserve_keeps_up_with_a_plain_proxy() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let upstream = mock::start().await.unwrap();
+    // One after the other: at once they would share the cores.
+    smoke(false).await;
+    smoke(true).await;
+}
+
+async fn smoke(tls: bool) {
+    let upstream = mock::start(tls).await.unwrap();
+    let (up, scheme) = match upstream.tls_addr {
+        Some(a) => (a, "https"),
+        None => (upstream.addr, "http"),
+    };
     // The forwarder on thread-per-core runtimes, like LLMObserve's proxy.
     let workers = llmobserve::server::one_per_core();
-    let plain = baseline::start(upstream.addr, workers).await.unwrap();
+    let plain = baseline::start(up, workers, tls).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = llmobserve::config::Config::for_data_dir(dir.path())
-        .with_all_upstreams(&format!("http://{}", upstream.addr))
+    let mut config = llmobserve::config::Config::for_data_dir(dir.path())
+        .with_all_upstreams(&format!("{scheme}://{up}"))
         .unwrap();
+    if tls {
+        config.upstream_ca = Some(mock::ca_path());
+    }
     let app = llmobserve::app::start(config).await.unwrap();
     let state = app.state.clone();
     let (user, key) = tokio::task::spawn_blocking(move || {
@@ -101,9 +116,10 @@ async fn llmobserve_keeps_up_with_a_plain_proxy() {
             };
             for (is_ours, addr) in order {
                 let r = load::run(addr, s, spec).await;
-                assert_eq!(r.wrong_bytes, 0, "{}: a client got wrong bytes", s.name);
-                assert_eq!(r.errors, 0, "{}: requests failed", s.name);
-                assert!(r.ok > 0, "{}: no request finished", s.name);
+                let name = format!("{} ({scheme} upstream)", s.name);
+                assert_eq!(r.wrong_bytes, 0, "{name}: a client got wrong bytes");
+                assert_eq!(r.errors, 0, "{name}: requests failed");
+                assert!(r.ok > 0, "{name}: no request finished");
                 if is_ours {
                     ours.push(r.rps());
                 } else {
@@ -113,12 +129,15 @@ async fn llmobserve_keeps_up_with_a_plain_proxy() {
         }
         let (o, t) = (median(ours.clone()), median(theirs.clone()));
         eprintln!(
-            "{}: llmobserve {o:.0} req/s, pass-through {t:.0} req/s, ratio {:.2} (rounds {ours:.0?} vs {theirs:.0?})",
+            "{} ({scheme} upstream): llmobserve {o:.0} req/s, pass-through {t:.0} req/s, ratio {:.2} (rounds {ours:.0?} vs {theirs:.0?})",
             s.name,
             o / t
         );
         if o < MIN_RATIO * t {
-            failures.push(format!("{}: {o:.0} < {MIN_RATIO} x {t:.0} req/s", s.name));
+            failures.push(format!(
+                "{} ({scheme} upstream): {o:.0} < {MIN_RATIO} x {t:.0} req/s",
+                s.name
+            ));
         }
     }
     // Every call was metered.

@@ -6,7 +6,8 @@
 //! hyper stack and flags as LLMObserve, and by default on the same thread-per-core runtimes
 //! (`llmobserve::server::Workers`, a client per worker), so the difference is what
 //! LLMObserve adds. With 0 workers it runs on the caller's runtime instead, as a
-//! `#[tokio::main]` forwarder would.
+//! `#[tokio::main]` forwarder would. With `--upstream-tls` it reaches the upstream over
+//! TLS (h2 or HTTP/1.1 by ALPN, trusting the test CA), as LLMObserve then does.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,21 +16,48 @@ use std::time::Duration;
 use http::header::{self, HeaderName};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-type Forwarder = Client<HttpConnector, Incoming>;
+/// A pooled hyper-util client: plain, or over TLS.
+#[derive(Clone)]
+enum Forwarder {
+    Plain(Client<HttpConnector, Incoming>),
+    Tls(Client<HttpsConnector<HttpConnector>, Incoming>),
+}
+
+impl Forwarder {
+    fn scheme(&self) -> &'static str {
+        match self {
+            Forwarder::Plain(_) => "http",
+            Forwarder::Tls(_) => "https",
+        }
+    }
+
+    async fn request(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        match self {
+            Forwarder::Plain(c) => c.request(req).await,
+            Forwarder::Tls(c) => c.request(req).await,
+        }
+    }
+}
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
-/// Binds `127.0.0.1:0` and forwards everything to `upstream` until the runtime ends, on
-/// `workers` thread-per-core runtimes (0: on the caller's runtime).
-pub async fn start(upstream: SocketAddr, workers: usize) -> std::io::Result<SocketAddr> {
+/// Binds `127.0.0.1:0` and forwards everything to `upstream` (over TLS when `tls`)
+/// until the runtime ends, on `workers` thread-per-core runtimes (0: on the caller's
+/// runtime).
+pub async fn start(upstream: SocketAddr, workers: usize, tls: bool) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
-    let client = new_client();
+    let tls = if tls { Some(tls_config()?) } else { None };
+    let client = new_client(tls.as_ref());
     let authority: http::uri::Authority = upstream
         .to_string()
         .parse()
@@ -51,10 +79,14 @@ pub async fn start(upstream: SocketAddr, workers: usize) -> std::io::Result<Sock
                     tokio::spawn(serve_conn(stream, client.clone(), authority));
                 }
                 // As LLMObserve does, each worker forwarding with its own client.
-                Some(w) => w.serve_connection(stream, move |stream| async move {
-                    let client = LOCAL.with(|c| c.get_or_init(new_client).clone());
-                    serve_conn(stream, client, authority).await;
-                }),
+                Some(w) => {
+                    let tls = tls.clone();
+                    w.serve_connection(stream, move |stream| async move {
+                        let client =
+                            LOCAL.with(|c| c.get_or_init(|| new_client(tls.as_ref())).clone());
+                        serve_conn(stream, client, authority).await;
+                    })
+                }
             }
         }
     });
@@ -66,13 +98,39 @@ thread_local! {
     static LOCAL: std::cell::OnceCell<Forwarder> = const { std::cell::OnceCell::new() };
 }
 
-fn new_client() -> Forwarder {
+/// Client TLS trusting only the test CA, as LLMObserve is set up in the bench.
+fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(crate::mock::ca_path())?;
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert?)?;
+    }
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+fn new_client(tls: Option<&rustls::ClientConfig>) -> Forwarder {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .build(http)
+        .pool_max_idle_per_host(1024);
+    match tls {
+        None => Forwarder::Plain(builder.build(http)),
+        Some(tls) => {
+            http.enforce_http(false);
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls.clone())
+                .https_only()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http);
+            Forwarder::Tls(builder.build(https))
+        }
+    }
 }
 
 async fn serve_conn(
@@ -102,7 +160,7 @@ async fn forward(
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let uri = Uri::builder()
-        .scheme("http")
+        .scheme(client.scheme())
         .authority(authority)
         .path_and_query(pq)
         .build();

@@ -18,7 +18,7 @@ use tokio::process::Command;
 
 use crate::load::{self, LoadSpec, Scenario};
 use crate::report::{BASELINE, LLMOBSERVE};
-use crate::{Server, spawn_role};
+use crate::spawn_role;
 
 /// Requests before counting starts (connection set-up, pools, caches).
 const WARMUP: u64 = 300;
@@ -41,7 +41,7 @@ pub struct Count {
 /// (scenario, target). The dumps stay in `work` (one file per scenario, in order, for
 /// `callgrind_annotate`); LLMObserve's database goes under `data`.
 pub async fn run(
-    mock: &Server,
+    up: &[String],
     scenarios: &[Scenario],
     key_header: &str,
     requests: u64,
@@ -52,7 +52,6 @@ pub async fn run(
         "--callgrind needs valgrind and callgrind_control on PATH (Debian: apt install valgrind)",
     )?;
     which("callgrind_control").context("callgrind_control not found")?;
-    let up = vec!["--upstream".to_owned(), mock.addr.to_string()];
     let mut out = Vec::new();
     for (target, role) in [(BASELINE, "baseline"), (LLMOBSERVE, "llmobserve")] {
         let prefix = work.join(format!("callgrind.{role}"));
@@ -63,7 +62,7 @@ pub async fn run(
             // One dump per thread, so the event writer's share can be told apart.
             "--separate-threads=yes".to_owned(),
         ];
-        let mut args = up.clone();
+        let mut args = up.to_vec();
         if role == "llmobserve" {
             args.extend([
                 "--data-dir".to_owned(),

@@ -100,6 +100,12 @@ struct Cli {
     /// Total rate of the paced stream run (64 connections). 0 skips it.
     #[arg(long, default_value_t = 2_000.0)]
     paced_stream_rate: f64,
+    /// Reach the upstream as the providers are reached: over TLS, h2 or HTTP/1.1 by ALPN
+    /// (both proxies pick h2), instead of plain HTTP/1.1. The mock then also serves TLS
+    /// with the test certificate of `certs/`, which both proxies trust; the direct target
+    /// stays plain (so "added" includes the TLS hop) and nginx is left out.
+    #[arg(long)]
+    upstream_tls: bool,
     /// Skip the memory run.
     #[arg(long)]
     no_memory: bool,
@@ -125,6 +131,9 @@ enum Serve {
         /// Baseline only: its worker threads (0: the multi-thread runtime alone).
         #[arg(long)]
         workers: Option<usize>,
+        /// The mock: serve TLS on a second port too. The proxies: `--upstream` is TLS.
+        #[arg(long)]
+        tls: bool,
     },
 }
 
@@ -142,9 +151,10 @@ fn main() -> anyhow::Result<()> {
         upstream,
         data_dir,
         workers,
+        tls,
     }) = cli.serve
     {
-        return serve(role, upstream, data_dir, workers);
+        return serve(role, upstream, data_dir, workers, tls);
     }
     // The load generator: one thread, like `wrk -t1`, leaving the cores to the servers.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -162,6 +172,7 @@ fn serve(
     upstream: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     workers: Option<usize>,
+    tls: bool,
 ) -> anyhow::Result<()> {
     let rt = match role {
         // The mock is shared by every target; one worker keeps it from taking both cores.
@@ -176,19 +187,30 @@ fn serve(
     };
     let r = rt.block_on(async move {
         let ready = match role {
-            Role::Mock => format!("READY {}", mock::start().await?.addr),
+            Role::Mock => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let m = mock::start(tls).await?;
+                match m.tls_addr {
+                    Some(t) => format!("READY {} {t}", m.addr),
+                    None => format!("READY {}", m.addr),
+                }
+            }
             Role::Baseline => {
                 let up = upstream.context("--upstream")?;
                 let workers = workers.unwrap_or_else(llmobserve::server::one_per_core);
-                format!("READY {}", baseline::start(up, workers).await?)
+                format!("READY {}", baseline::start(up, workers, tls).await?)
             }
             Role::Llmobserve => {
                 let up = upstream.context("--upstream")?;
                 let dir = data_dir.context("--data-dir")?;
                 // As `llmobserve` runs by default: info logs (to stderr here).
                 llmobserve::telemetry::init_logging("text");
-                let config = llmobserve::config::Config::for_data_dir(dir)
-                    .with_all_upstreams(&format!("http://{up}"))?;
+                let scheme = if tls { "https" } else { "http" };
+                let mut config = llmobserve::config::Config::for_data_dir(dir)
+                    .with_all_upstreams(&format!("{scheme}://{up}"))?;
+                if tls {
+                    config.upstream_ca = Some(mock::ca_path());
+                }
                 let app = llmobserve::app::start(config).await?;
                 let state = app.state.clone();
                 let (_, key) = tokio::task::spawn_blocking(move || {
@@ -225,6 +247,7 @@ struct Server {
     child: Child,
     pid: u32,
     addr: SocketAddr,
+    /// The second word of its `READY` line: LLMObserve's key, the mock's TLS address.
     key: Option<String>,
 }
 
@@ -532,6 +555,19 @@ fn slow_scenario(base: &Scenario, chunks: usize, delay_ms: u64) -> Scenario {
     s
 }
 
+/// The proxies' `--upstream` arguments: the mock's plain port, or its TLS one.
+fn upstream_args(mock: &Server, tls: bool) -> anyhow::Result<Vec<String>> {
+    if !tls {
+        return Ok(vec!["--upstream".to_owned(), mock.addr.to_string()]);
+    }
+    let addr = mock.key.as_deref().context("the mock's TLS address")?;
+    Ok(vec![
+        "--upstream".to_owned(),
+        addr.to_owned(),
+        "--tls".to_owned(),
+    ])
+}
+
 #[allow(clippy::print_stdout)]
 async fn bench(cli: Cli) -> anyhow::Result<()> {
     let quick = cli.quick;
@@ -543,7 +579,13 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
         .unwrap_or_else(|| if quick { vec![64] } else { vec![1, 64, 256] });
     let tmp = TempDir::new()?;
 
-    let mock = spawn_role("mock", &[], None).await?;
+    let mock_args = if cli.upstream_tls {
+        vec!["--tls".to_owned()]
+    } else {
+        Vec::new()
+    };
+    let mock = spawn_role("mock", &mock_args, None).await?;
+    let up = upstream_args(&mock, cli.upstream_tls)?;
     if let Some(requests) = cli.callgrind {
         let scenarios = scenarios("llmo_sk_placeholder", cli.stream_chunks)?;
         // The dumps are kept for `callgrind_annotate`.
@@ -551,7 +593,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dumps);
         std::fs::create_dir_all(&dumps)?;
         let counts = callgrind::run(
-            &mock,
+            &up,
             &scenarios,
             "x-llmobserve-key",
             requests,
@@ -570,7 +612,6 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
         eprintln!("wrote {}/callgrind.json", cli.out.display());
         return Ok(());
     }
-    let up = vec!["--upstream".to_owned(), mock.addr.to_string()];
     let base_workers = cli
         .baseline_workers
         .unwrap_or_else(llmobserve::server::one_per_core);
@@ -591,6 +632,8 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
             .is_none_or(|o| o.iter().any(|o| o == t))
     };
     let nginx = match nginx::find(&cli.nginx) {
+        // Set up for a plain upstream only.
+        Some(_) if cli.upstream_tls => None,
         Some(bin) if wanted(NGINX) => {
             // As many workers as the pass-through (whose 0 means one shared runtime).
             let workers = match base_workers {
@@ -739,6 +782,12 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
 
     let report = Report {
         machine: machine(),
+        upstream: if cli.upstream_tls {
+            "TLS (the proxies negotiate h2 by ALPN; direct calls stay plain)"
+        } else {
+            "plain HTTP/1.1"
+        }
+        .to_owned(),
         when_unix_ms: llmobserve::time::now_ms(),
         quick,
         seconds_per_run: seconds,

@@ -1,4 +1,6 @@
-//! The bench's mock upstream: a fast plain-HTTP hyper server on loopback.
+//! The bench's mock upstream: a fast plain-HTTP hyper server on loopback, with (for
+//! `--upstream-tls`) a second listener serving the same over TLS, h2 or HTTP/1.1 by ALPN,
+//! as the providers do, with the test certificate of `certs/`.
 //!
 //! `POST .../chat/completions` answers a fixed `chat.completion` JSON with usage, or,
 //! when the body says `"stream":true`, an SSE stream of `x-bench-chunks` content chunks
@@ -8,6 +10,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,6 +24,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::time::Sleep;
+use tokio_rustls::TlsAcceptor;
 
 /// The non-streamed answer (OpenAI `chat.completion`, priced model, with usage).
 pub const CHAT_JSON: &str = r#"{"id":"chatcmpl-bench0000000000000000000000","object":"chat.completion","created":1754329412,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Here is a summary of the incident report: the outage began at 09:12 UTC when the primary database failed over; reads were served from replicas within 40 seconds.","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":1536,"completion_tokens":212,"total_tokens":1748,"prompt_tokens_details":{"cached_tokens":1280,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_07871e2ad8"}"#;
@@ -55,21 +59,46 @@ pub fn stream_bytes(chunks: usize) -> Vec<u8> {
     v
 }
 
+/// The test CA that signed the mock's TLS certificate (what the proxies must trust).
+pub fn ca_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/ca.pem")
+}
+
 /// A running mock; dropping it does not stop the server (the process exits instead).
 pub struct Mock {
     pub addr: SocketAddr,
+    /// The TLS listener's address, when asked for.
+    pub tls_addr: Option<SocketAddr>,
 }
 
-/// Binds `127.0.0.1:0` and serves until the runtime ends.
-pub async fn start() -> std::io::Result<Mock> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-    let addr = listener.local_addr()?;
+/// Binds `127.0.0.1:0` (and, with `tls`, a second port serving TLS) and serves until
+/// the runtime ends.
+pub async fn start(tls: bool) -> anyhow::Result<Mock> {
     let shared = Arc::new(Frames {
         content: Bytes::from_static(CONTENT_CHUNK.as_bytes()),
         usage: Bytes::from_static(USAGE_CHUNK.as_bytes()),
         done: Bytes::from_static(DONE_CHUNK.as_bytes()),
         json: Bytes::from_static(CHAT_JSON.as_bytes()),
     });
+    let addr = listen(Arc::clone(&shared), None).await?;
+    let tls_addr = if tls {
+        let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+        let acceptor = llmobserve::server::tls_acceptor(
+            &certs.join("localhost.pem"),
+            &certs.join("localhost.key"),
+        )?;
+        Some(listen(shared, Some(acceptor)).await?)
+    } else {
+        None
+    };
+    Ok(Mock { addr, tls_addr })
+}
+
+/// Serves `shared` on a new port of loopback: plain HTTP/1.1, or through `tls` with
+/// whichever protocol the client chose by ALPN.
+async fn listen(shared: Arc<Frames>, tls: Option<TlsAcceptor>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -78,19 +107,37 @@ pub async fn start() -> std::io::Result<Mock> {
             };
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let shared = shared.clone();
                     async move { Ok::<_, Infallible>(answer(&shared, req).await) }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .http1_only()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                match tls {
+                    None => {
+                        let _ = server
+                            .http1_only()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    }
+                    Some(tls) => {
+                        let Ok(stream) = tls.accept(stream).await else {
+                            return;
+                        };
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        if h2 {
+                            server = server.http2_only();
+                        } else {
+                            server = server.http1_only();
+                        }
+                        let _ = server.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                }
             });
         }
     });
-    Ok(Mock { addr })
+    Ok(addr)
 }
 
 struct Frames {

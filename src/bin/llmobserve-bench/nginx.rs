@@ -229,7 +229,7 @@ mod tests {
             eprintln!("skipping: no nginx on this machine (apt-get install nginx-light)");
             return;
         };
-        let mock = crate::mock::start().await.unwrap();
+        let mock = crate::mock::start(false).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let nginx = start(&bin, dir.path(), mock.addr, 1).await.unwrap();
         assert_eq!(nginx.pids.len(), 2, "master and one worker");

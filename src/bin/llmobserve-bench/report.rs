@@ -176,6 +176,8 @@ pub struct MemoryReport {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub machine: String,
+    /// How the proxies reach the mock upstream.
+    pub upstream: String,
     pub when_unix_ms: i64,
     pub quick: bool,
     pub seconds_per_run: f64,
@@ -199,6 +201,7 @@ fn mib(kib: u64) -> f64 {
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "machine: {}", r.machine);
+    let _ = writeln!(out, "upstream: {}", r.upstream);
     let _ = writeln!(
         out,
         "{} rounds x {:.1} s per target and level, targets interleaved; medians over rounds.\n",
