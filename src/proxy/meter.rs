@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -334,8 +334,6 @@ pub struct MeteredBody {
     held: BytesMut,
     /// A trailers frame that came while `held` had bytes: it goes out after them.
     trailers: Option<Frame<Bytes>>,
-    /// Yields in a row, while holding bytes, that brought no new frame.
-    empty_yields: u8,
     /// Why the body stopped early, handed to hyper only after it could flush what came
     /// before: hyper discards unwritten bytes when a body fails.
     failed: Option<StreamError>,
@@ -348,17 +346,14 @@ pub struct MeteredBody {
 /// SSE stream's last events). hyper hands the client a frame per upstream chunk and
 /// flushes each with its own `writev`, one wake-up of the client each. In a burst the
 /// body holds the frame and reads on, and sends everything gathered as one frame once
-/// the upstream has nothing more already read: it never waits for the upstream's next
-/// read. Streams that trickle (tokens milliseconds apart) pass frame by frame as before,
+/// the upstream has nothing more already read (an h2 body: nothing more already
+/// decoded by its connection's task): it never waits for the upstream's next read, nor
+/// yields to let that task decode more (under load the turn came back after other
+/// calls' and the next frame no longer counted as part of the burst: 8 `writev`s a
+/// stream at 256 connections instead of the pass-through's 2). Streams that trickle (tokens milliseconds apart) pass frame by frame as before,
 /// and the first data frame always goes out at once. 20-chunk streams at 64
 /// connections: 24 `writev`s a stream became 2, and CPU a stream fell by more than half.
 const BURST_GAP: Duration = Duration::from_millis(1);
-/// Yields with nothing new before held bytes go out, for an upstream body fed by another
-/// task (an h2 connection's): that task hands over the next chunk it already holds two
-/// turns of the scheduler after the last one was taken (measured with HTTP/1.1
-/// connections when they had tasks: after one turn the body was still pending). An
-/// HTTP/1.1 body is read by this task, so pending there means nothing more is read.
-const BURST_YIELDS: u8 = 2;
 /// Frames at least this large go out as they are: the syscall is already worth it, and
 /// copying big frames would cost more than it saves.
 const GATHER_BELOW: usize = 4096;
@@ -388,7 +383,6 @@ impl MeteredBody {
             seen_data: false,
             held: BytesMut::new(),
             trailers: None,
-            empty_yields: 0,
             failed: None,
             flush_offered: false,
         }
@@ -480,18 +474,6 @@ impl MeteredBody {
         self.take_held()
     }
 
-    /// After holding a frame: ready to read the next one at once (an HTTP/1.1 body,
-    /// which this task reads itself), or pending, to yield first so that the task feeding
-    /// the body (an h2 connection's) can decode what it already read; this task runs
-    /// again right after it.
-    fn read_on(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.inner.read_here() {
-            return Poll::Ready(());
-        }
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-
     /// Everything held, as one frame's bytes.
     fn take_held(&mut self) -> Bytes {
         self.held.split().freeze()
@@ -557,14 +539,8 @@ impl Body for MeteredBody {
             let frame = match polled {
                 Poll::Pending => {
                     // What a burst gathered goes once the upstream connection has
-                    // nothing more already read.
+                    // nothing more already read (or, for h2, decoded).
                     if !this.held.is_empty() {
-                        if !this.inner.read_here() && this.empty_yields < BURST_YIELDS {
-                            this.empty_yields += 1;
-                            cx.waker().wake_by_ref();
-                            return Poll::Pending;
-                        }
-                        this.empty_yields = 0;
                         return Poll::Ready(Some(Ok(Frame::data(this.take_held()))));
                     }
                     if this.idle_expired(cx) {
@@ -609,7 +585,6 @@ impl Body for MeteredBody {
                     let burst = this.seen_data && arrived - this.last_frame < BURST_GAP;
                     this.seen_data = true;
                     this.last_frame = arrived;
-                    this.empty_yields = 0;
                     let now = arrived.into_std();
                     if let Some(m) = this.meter.as_mut() {
                         m.feed(&frame, now);
@@ -622,7 +597,6 @@ impl Body for MeteredBody {
                             if last {
                                 this.end(End::Complete, now);
                             } else if burst && this.hold(&frame) {
-                                ready!(this.read_on(cx));
                                 continue;
                             }
                             return Poll::Ready(Some(Ok(Frame::data(this.with_held(frame)))));
@@ -635,7 +609,6 @@ impl Body for MeteredBody {
                                 }
                                 this.end(End::Complete, now);
                             } else if burst && this.hold_ready() {
-                                ready!(this.read_on(cx));
                                 continue;
                             }
                             continue;
