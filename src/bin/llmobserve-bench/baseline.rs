@@ -29,25 +29,6 @@ enum Forwarder {
     Tls(Client<HttpsConnector<HttpConnector>, Incoming>),
 }
 
-impl Forwarder {
-    fn scheme(&self) -> &'static str {
-        match self {
-            Forwarder::Plain(_) => "http",
-            Forwarder::Tls(_) => "https",
-        }
-    }
-
-    async fn request(
-        &self,
-        req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
-        match self {
-            Forwarder::Plain(c) => c.request(req).await,
-            Forwarder::Tls(c) => c.request(req).await,
-        }
-    }
-}
-
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// Binds `127.0.0.1:0` and forwards everything to `upstream` (over TLS when `tls`)
@@ -138,21 +119,40 @@ async fn serve_conn(
     client: Forwarder,
     authority: http::uri::Authority,
 ) {
+    // Chosen once a connection, so each call's path is the plain forwarder's as it was.
+    match client {
+        Forwarder::Plain(c) => serve_with(stream, c, "http", authority).await,
+        Forwarder::Tls(c) => serve_with(stream, c, "https", authority).await,
+    }
+}
+
+async fn serve_with<C>(
+    stream: tokio::net::TcpStream,
+    client: Client<C, Incoming>,
+    scheme: &'static str,
+    authority: http::uri::Authority,
+) where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
     let svc = hyper::service::service_fn(move |req| {
         let client = client.clone();
         let authority = authority.clone();
-        async move { Ok::<_, Infallible>(forward(&client, authority, req).await) }
+        async move { Ok::<_, Infallible>(forward(&client, scheme, authority, req).await) }
     });
     let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     b.http1().keep_alive(true);
     let _ = b.serve_connection(TokioIo::new(stream), svc).await;
 }
 
-async fn forward(
-    client: &Forwarder,
+async fn forward<C>(
+    client: &Client<C, Incoming>,
+    scheme: &'static str,
     authority: http::uri::Authority,
     req: Request<Incoming>,
-) -> Response<http_body_util::Either<Incoming, String>> {
+) -> Response<http_body_util::Either<Incoming, String>>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
     let (mut parts, body) = req.into_parts();
     let pq = parts
         .uri
@@ -160,7 +160,7 @@ async fn forward(
         .cloned()
         .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let uri = Uri::builder()
-        .scheme(client.scheme())
+        .scheme(scheme)
         .authority(authority)
         .path_and_query(pq)
         .build();
