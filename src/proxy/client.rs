@@ -1224,24 +1224,10 @@ mod tests {
 
     #[tokio::test]
     async fn connections_idle_past_the_timeout_are_closed_not_reused() {
-        use tokio::io::AsyncReadExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        // Accepts connections, never answers, and reports each one the client closes.
-        let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
-        let server = tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                let closed_tx = closed_tx.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 64];
-                    while s.read(&mut buf).await.is_ok_and(|n| n > 0) {}
-                    let _ = closed_tx.send(());
-                });
-            }
-        });
+        // Never answers; reports each connection the client closes.
+        let (authority, mut closed, server) = upstream_reporting_closes(false).await;
         let upstream = build(None, Duration::from_secs(5), 0).unwrap();
         let pool = Arc::clone(upstream.here());
-        let authority: Authority = addr.to_string().parse().unwrap();
         for age in [IDLE_TIMEOUT * 2, IDLE_TIMEOUT + Duration::from_secs(1)] {
             let (conn, slot) = pool.connect(false, &authority).await.unwrap();
             assert!(slot.is_none(), "only h2 calls take a slot");
