@@ -191,8 +191,8 @@ pub struct Pool {
     /// Oldest first: HTTP/1.1 connections are pushed when they become idle, h2 ones when
     /// opened (and stay while open, shared by every call).
     idle: Mutex<Vec<Idle>>,
-    /// One per h2 upstream whose connections have been found full: new connections to it
-    /// open one at a time.
+    /// One per upstream this worker has opened a connection to: whether it speaks
+    /// HTTP/1.1, and the turn to take while opening one if it may not (see [`Opener`]).
     openers: Mutex<Vec<Opener>>,
     /// Whether a task is sweeping `idle` (see [`Pool::watch`]).
     sweeping: AtomicBool,

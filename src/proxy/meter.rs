@@ -350,8 +350,9 @@ pub struct MeteredBody {
 /// decoded by its connection's task): it never waits for the upstream's next read, nor
 /// yields to let that task decode more (under load the turn came back after other
 /// calls' and the next frame no longer counted as part of the burst: 8 `writev`s a
-/// stream at 256 connections instead of the pass-through's 2). Streams that trickle (tokens milliseconds apart) pass frame by frame as before,
-/// and the first data frame always goes out at once. 20-chunk streams at 64
+/// stream at 256 connections instead of the pass-through's 2). Streams that trickle
+/// (tokens milliseconds apart) pass frame by frame as before, and the first data frame
+/// always goes out at once. 20-chunk streams at 64
 /// connections: 24 `writev`s a stream became 2, and CPU a stream fell by more than half.
 const BURST_GAP: Duration = Duration::from_millis(1);
 /// Frames at least this large go out as they are: the syscall is already worth it, and

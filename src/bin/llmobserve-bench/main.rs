@@ -632,8 +632,12 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
             .is_none_or(|o| o.iter().any(|o| o == t))
     };
     let nginx = match nginx::find(&cli.nginx) {
-        // Set up for a plain upstream only.
-        Some(_) if cli.upstream_tls => None,
+        Some(_) if cli.upstream_tls => {
+            if wanted(NGINX) {
+                eprintln!("nginx target skipped: it is set up for a plain upstream only");
+            }
+            None
+        }
         Some(bin) if wanted(NGINX) => {
             // As many workers as the pass-through (whose 0 means one shared runtime).
             let workers = match base_workers {
