@@ -868,6 +868,18 @@ impl Drop for UpstreamBody {
 mod tests {
     use super::*;
 
+    /// The pool of a client without workers (the one calls from a test's thread use),
+    /// trusting `ca` besides the webpki roots.
+    fn test_pool(ca: Option<&Path>) -> Arc<Pool> {
+        let upstream = build(ca, Duration::from_secs(5), 0).unwrap();
+        Arc::clone(upstream.here())
+    }
+
+    /// The test certificates (`certs/` at the crate root).
+    fn certs() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("certs")
+    }
+
     #[test]
     fn host_names_the_port_only_when_it_is_not_the_default() {
         let host = |https, a: &str| host_header(https, &a.parse().unwrap());
@@ -959,8 +971,7 @@ mod tests {
                 }
             }
         };
-        let upstream = build(None, Duration::from_secs(5), 0).unwrap();
-        let pool = Arc::clone(upstream.here());
+        let pool = test_pool(None);
         let long_ago = Instant::now()
             .checked_sub(IDLE_TIMEOUT + Duration::from_secs(1))
             .unwrap();
@@ -1004,8 +1015,7 @@ mod tests {
                 }
             })
         };
-        let upstream = build(None, Duration::from_secs(5), 0).unwrap();
-        let pool = Arc::clone(upstream.here());
+        let pool = test_pool(None);
         let authority: Authority = addr.to_string().parse().unwrap();
         // Eight calls that found the upstream's h2 connections full, at once.
         let calls = (0..8).map(|_| pool.open(true, &authority, Miss { h2_full: true }));
@@ -1061,8 +1071,7 @@ mod tests {
     #[tokio::test]
     async fn a_pooled_connection_the_upstream_closed_is_closed_without_waiting_for_a_call() {
         let (authority, mut closed, server) = upstream_reporting_closes(true).await;
-        let upstream = build(None, Duration::from_secs(5), 0).unwrap();
-        let pool = Arc::clone(upstream.here());
+        let pool = test_pool(None);
         let (conn, _) = pool.connect(false, &authority).await.unwrap();
         pool.put(conn);
         assert_eq!(pool.idle().len(), 1);
@@ -1090,8 +1099,7 @@ mod tests {
     #[tokio::test]
     async fn the_sweep_closes_connections_unused_past_the_timeout_and_keeps_the_rest() {
         let (authority, mut closed, server) = upstream_reporting_closes(false).await;
-        let upstream = build(None, Duration::from_secs(5), 0).unwrap();
-        let pool = Arc::clone(upstream.here());
+        let pool = test_pool(None);
         let now = Instant::now();
         for age in [IDLE_TIMEOUT / 2, Duration::ZERO] {
             let (conn, _) = pool.connect(false, &authority).await.unwrap();
@@ -1129,7 +1137,7 @@ mod tests {
         use hyper_util::rt::TokioIo;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+        let certs = certs();
         let acceptor = tls.then(|| {
             crate::server::tls_acceptor(&certs.join("localhost.pem"), &certs.join("localhost.key"))
                 .unwrap()
@@ -1184,10 +1192,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_of_calls_to_an_h2_upstream_not_yet_connected_shares_one_connection() {
-        let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/ca.pem");
         let (to, accepted, server) = slow_upstream(true, Duration::from_millis(50)).await;
-        let upstream = build(Some(&ca), Duration::from_secs(5), 0).unwrap();
-        let pool = Arc::clone(upstream.here());
+        let pool = test_pool(Some(&certs().join("ca.pem")));
         burst(&pool, &to, 40).await;
         assert_eq!(
             accepted.load(Ordering::SeqCst),
@@ -1201,8 +1207,7 @@ mod tests {
     async fn calls_to_an_http1_upstream_open_their_connections_at_once() {
         let delay = Duration::from_millis(300);
         let (to, accepted, server) = slow_upstream(false, delay).await;
-        let upstream = build(None, Duration::from_secs(5), 0).unwrap();
-        let pool = Arc::clone(upstream.here());
+        let pool = test_pool(None);
         // First contact: one connection opens while the rest wait for it, then (the
         // upstream having answered HTTP/1.1) each opens its own; no call waits for
         // another's answer.
@@ -1226,8 +1231,7 @@ mod tests {
     async fn connections_idle_past_the_timeout_are_closed_not_reused() {
         // Never answers; reports each connection the client closes.
         let (authority, mut closed, server) = upstream_reporting_closes(false).await;
-        let upstream = build(None, Duration::from_secs(5), 0).unwrap();
-        let pool = Arc::clone(upstream.here());
+        let pool = test_pool(None);
         for age in [IDLE_TIMEOUT * 2, IDLE_TIMEOUT + Duration::from_secs(1)] {
             let (conn, slot) = pool.connect(false, &authority).await.unwrap();
             assert!(slot.is_none(), "only h2 calls take a slot");
