@@ -2034,14 +2034,26 @@ async fn upstream_connections_are_pooled_per_protocol_and_a_cut_stream_is_not_re
     }
 }
 
-/// An LLM stream holds its h2 stream for minutes, and hyper holds a call past a
+/// An LLM stream holds its h2 stream for minutes, and h2 holds a call past a
 /// connection's stream cap until one ends: past 100 calls at once on one connection the
 /// pool opens another, so the 101st call reaches the upstream now.
 #[tokio::test]
 async fn h2_calls_past_a_connections_stream_cap_go_out_on_another_connection() {
-    const CALLS: usize = 110;
+    calls_past_the_stream_cap(100, 110).await;
+}
+
+/// The same when the upstream allows fewer streams a connection than the pool would
+/// put on one: its `SETTINGS_MAX_CONCURRENT_STREAMS` is the cap.
+#[tokio::test]
+async fn an_upstreams_lower_stream_cap_is_kept() {
+    calls_past_the_stream_cap(10, 15).await;
+}
+
+/// `calls` streams at once to an upstream allowing `cap` a connection (more than `cap`,
+/// at most twice it) all reach it, over two connections.
+async fn calls_past_the_stream_cap(cap: u32, calls: usize) {
     let mock = MockUpstream::tls()
-        .h2_max_concurrent_streams(100)
+        .h2_max_concurrent_streams(cap)
         .json("/v1/chat/completions", "openai/chat_completion.json")
         .route(
             "POST",
@@ -2057,7 +2069,7 @@ async fn h2_calls_past_a_connections_stream_cap_go_out_on_another_connection() {
     chat_calls(&app, &acct.key, 1).await;
     assert_eq!(mock.connections(), 1);
 
-    let calls = (0..CALLS).map(|_| async {
+    let streams = (0..calls).map(|_| async {
         let r = app
             .passthrough("/anthropic/v1/messages", &acct.key)
             .body(MESSAGES)
@@ -2067,16 +2079,16 @@ async fn h2_calls_past_a_connections_stream_cap_go_out_on_another_connection() {
         assert_eq!(r.status(), 200);
         r
     });
-    let open = tokio::time::timeout(Duration::from_secs(20), futures::future::join_all(calls))
+    let open = tokio::time::timeout(Duration::from_secs(20), futures::future::join_all(streams))
         .await
         .unwrap_or_else(|_| {
             panic!(
-                "only {} of {CALLS} streams reached the upstream",
+                "only {} of {calls} streams reached the upstream",
                 mock.request_count() - 1
             )
         });
-    assert_eq!(mock.request_count(), 1 + CALLS);
-    // The first connection carries 100; one more opened for the other ten, which waited
+    assert_eq!(mock.request_count(), 1 + calls);
+    // The first connection carries `cap`; one more opened for the rest, which waited
     // for it rather than each open their own.
     assert_eq!(mock.connections(), 2);
     assert!(
@@ -2086,12 +2098,52 @@ async fn h2_calls_past_a_connections_stream_cap_go_out_on_another_connection() {
     );
 
     drop(open);
-    mock.wait_for_cancelled(CALLS, Duration::from_secs(10))
+    mock.wait_for_cancelled(calls, Duration::from_secs(10))
         .await;
-    let events = app.wait_events(&acct.user_id, 1 + CALLS).await;
+    let events = app.wait_events(&acct.user_id, 1 + calls).await;
     let cancelled = events
         .iter()
         .filter(|e| e.outcome == Outcome::Cancelled)
         .count();
-    assert_eq!(cancelled, CALLS);
+    assert_eq!(cancelled, calls);
+}
+
+/// A request body larger than the upstream's h2 send windows (1 MiB a stream in hyper's
+/// server) is queued whole and goes out as the upstream grants capacity, byte for byte.
+#[tokio::test]
+async fn a_request_larger_than_the_h2_send_window_arrives_whole() {
+    let mock = MockUpstream::tls()
+        .json("/v1/chat/completions", "openai/chat_completion.json")
+        .start()
+        .await;
+    let app = TestApp::spawn(&mock.base_url()).await;
+    let acct = app.account("bigbody@example.com").await;
+    let filler = "x".repeat(3 * 1024 * 1024);
+    let body =
+        format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{filler}"}}]}}"#);
+    let r = app
+        .passthrough("/v1/chat/completions", &acct.key)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.bytes().await.unwrap(),
+        fixture("openai/chat_completion.json")
+    );
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].version, http::Version::HTTP_2);
+    assert_eq!(seen[0].body.len(), body.len());
+    assert!(
+        seen[0].body == body.as_bytes(),
+        "the body arrived unchanged"
+    );
+    assert_eq!(
+        seen[0].headers[http::header::CONTENT_LENGTH],
+        body.len().to_string().as_str()
+    );
+    let events = app.wait_events(&acct.user_id, 1).await;
+    assert_eq!(events[0].outcome, Outcome::Ok);
 }

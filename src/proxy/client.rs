@@ -9,8 +9,9 @@
 //!
 //! An HTTP/1.1 connection has no task of its own: the call that holds it drives it from
 //! its own task (see [`H1`]). An h2 connection, shared by many calls, runs as a task on
-//! the runtime that opened it. Either way a connection belongs to one worker, so each
-//! worker has its own pool.
+//! the runtime that opened it, and each call opens its stream and waits for its answer
+//! from its own task (see `upstream_h2`). Either way a connection belongs to one worker,
+//! so each worker has its own pool.
 
 use std::error::Error as StdError;
 use std::future::{Future, poll_fn};
@@ -28,12 +29,13 @@ use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http1;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
 use tower::ServiceExt;
 
+use super::upstream_h2::{self, NotStarted, RecvBody};
 use crate::config::BaseUrl;
 
 type Connector = HttpsConnector<HttpConnector>;
@@ -53,12 +55,13 @@ const MAX_IDLE: usize = 256;
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Closed pooled connections one call may run into before it opens a new one.
 const MAX_STALE: usize = 4;
-/// Calls one h2 connection carries at once; the next one opens another connection.
+/// Most calls one h2 connection carries at once; the next one opens another connection.
 /// Servers cap the streams of a connection (`SETTINGS_MAX_CONCURRENT_STREAMS`, 100 to 256
-/// at the big providers) and hyper holds a call past that cap until a stream ends, which
-/// for an LLM stream can be minutes. hyper does not tell us the server's value, so this is
-/// RFC 9113's recommended minimum for it. (The RFC asks clients not to open a second
-/// connection to one origin; proxies do, as Go's HTTP/2 transport does by default.)
+/// at the big providers) and h2 holds a call past that cap until a stream ends, which
+/// for an LLM stream can be minutes; a server's lower cap is kept too. This is RFC
+/// 9113's recommended minimum for that setting, and also what is assumed until the
+/// server's SETTINGS arrive. (The RFC asks clients not to open a second connection to
+/// one origin; proxies do, as Go's HTTP/2 transport does by default.)
 const MAX_H2_STREAMS: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
@@ -81,9 +84,12 @@ pub enum UpstreamError {
     /// TCP connect or TLS handshake.
     #[error("connecting: {0}")]
     Connect(Box<dyn StdError + Send + Sync>),
-    /// The HTTP handshake, sending the request or reading the response head.
+    /// The HTTP/1.1 handshake, sending the request or reading the response head.
     #[error("{0}")]
     Http(#[from] hyper::Error),
+    /// The same over h2.
+    #[error("{0}")]
+    H2(#[from] h2::Error),
     /// The connection this call waited for failed to open, for this reason.
     #[error("{0}")]
     Waited(String),
@@ -98,6 +104,7 @@ impl UpstreamError {
             UpstreamError::Waited(why) => return why.clone(),
             UpstreamError::Connect(e) => Some(e.as_ref()),
             UpstreamError::Http(e) => Some(e),
+            UpstreamError::H2(e) => Some(e),
         };
         while let Some(s) = src {
             msg = s.to_string();
@@ -238,7 +245,7 @@ impl Idle {
         now.duration_since(self.since) >= IDLE_TIMEOUT
             && match &self.conn.sender {
                 Sender::H1(_) => true,
-                Sender::H2(_, streams) => streams.0.load(Ordering::Acquire) == 0,
+                Sender::H2(_, streams) => streams.calls.load(Ordering::Acquire) == 0,
             }
     }
 }
@@ -254,13 +261,13 @@ struct Conn {
 enum Sender {
     H1(H1),
     /// With the count of calls on the connection, shared by all its handles.
-    H2(http2::SendRequest<ReqBody>, Arc<Streams>),
+    H2(h2::client::SendRequest<Bytes>, Arc<Streams>),
 }
 
 impl Conn {
     /// Another handle on this connection, whose sender is the h2 `s` with `streams`:
     /// the pool's and every call's share the stream count.
-    fn h2_handle(&self, s: &http2::SendRequest<ReqBody>, streams: &Arc<Streams>) -> Conn {
+    fn h2_handle(&self, s: &h2::client::SendRequest<Bytes>, streams: &Arc<Streams>) -> Conn {
         Conn {
             https: self.https,
             authority: self.authority.clone(),
@@ -274,7 +281,7 @@ impl Sender {
     fn is_closed(&self) -> bool {
         match self {
             Sender::H1(h) => h.send.is_closed(),
-            Sender::H2(s, _) => s.is_closed(),
+            Sender::H2(_, streams) => streams.ended.load(Ordering::Acquire),
         }
     }
 }
@@ -399,16 +406,27 @@ struct Miss {
     h2_full: bool,
 }
 
-/// Calls in flight on one h2 connection.
+/// Calls in flight on one h2 connection, and whether it has ended.
 #[derive(Default)]
-struct Streams(AtomicUsize);
+struct Streams {
+    calls: AtomicUsize,
+    /// Set when the connection's task ends or the connection refuses a new stream
+    /// (it ended, or the upstream sent GOAWAY).
+    ended: AtomicBool,
+}
 
 impl Streams {
-    /// One more call, unless the connection already carries [`MAX_H2_STREAMS`].
-    fn take(self: &Arc<Self>) -> Option<StreamSlot> {
-        self.0
+    /// One more call on the connection `s`, unless it already carries as many as it
+    /// may: [`MAX_H2_STREAMS`], or fewer if the upstream says so (at least one, so a
+    /// server that briefly allows none holds calls rather than multiplying connections).
+    fn take(self: &Arc<Self>, s: &h2::client::SendRequest<Bytes>) -> Option<StreamSlot> {
+        self.take_under(s.current_max_send_streams().clamp(1, MAX_H2_STREAMS))
+    }
+
+    fn take_under(self: &Arc<Self>, cap: usize) -> Option<StreamSlot> {
+        self.calls
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_H2_STREAMS).then_some(n + 1)
+                (n < cap).then_some(n + 1)
             })
             .ok()
             .map(|_| StreamSlot(Arc::clone(self)))
@@ -421,7 +439,7 @@ struct StreamSlot(Arc<Streams>);
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.0.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.calls.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -466,33 +484,51 @@ impl Pool {
                         .or_insert_with(|| conn.host.clone());
                     origin_form(req.uri_mut());
                     let mut response = std::pin::pin!(h.send.try_send_request(req));
-                    h.run(|_, cx| response.as_mut().poll(cx)).await
+                    match h.run(|_, cx| response.as_mut().poll(cx)).await {
+                        Ok(resp) => resp.map(Inner::H1),
+                        Err(mut e) => match e.take_message() {
+                            Some(back) if reused => {
+                                stale += 1;
+                                req = back;
+                                continue;
+                            }
+                            _ => return Err(e.into_error().into()),
+                        },
+                    }
                 }
-                Sender::H2(s, _) => {
+                Sender::H2(s, streams) => {
                     absolute_form(req.uri_mut(), &to.scheme, authority)?;
-                    s.try_send_request(req).await
+                    match upstream_h2::start(s, req) {
+                        Ok(response) => RecvBody::new(response.await?).map(Inner::H2),
+                        Err(NotStarted {
+                            unsent: Some(back),
+                            error,
+                        }) => {
+                            // Ended or told to go away: no call may start on it again.
+                            streams.ended.store(true, Ordering::Release);
+                            if !reused {
+                                return Err(error.into());
+                            }
+                            stale += 1;
+                            req = *back;
+                            continue;
+                        }
+                        Err(NotStarted {
+                            unsent: None,
+                            error,
+                        }) => return Err(error.into()),
+                    }
                 }
             };
-            match sent {
-                Ok(resp) => {
-                    let lease = match conn.sender {
-                        Sender::H1(_) => Some(Lease {
-                            pool: Arc::clone(self),
-                            conn,
-                        }),
-                        // The pool kept its own handle on the connection.
-                        Sender::H2(..) => None,
-                    };
-                    return Ok(resp.map(|inner| UpstreamBody { inner, lease, slot }));
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(back) if reused => {
-                        stale += 1;
-                        req = back;
-                    }
-                    _ => return Err(e.into_error().into()),
-                },
-            }
+            let lease = match conn.sender {
+                Sender::H1(_) => Some(Lease {
+                    pool: Arc::clone(self),
+                    conn,
+                }),
+                // The pool kept its own handle on the connection.
+                Sender::H2(..) => None,
+            };
+            return Ok(sent.map(|inner| UpstreamBody { inner, lease, slot }));
         }
     }
 
@@ -530,7 +566,7 @@ impl Pool {
                 }
                 Sender::H2(s, streams) => {
                     // Full: an older one may have room.
-                    let Some(slot) = streams.take() else {
+                    let Some(slot) = streams.take(s) else {
                         h2_full = true;
                         continue;
                     };
@@ -687,7 +723,7 @@ impl Pool {
             e.expired(now)
                 || match &mut e.conn.sender {
                     Sender::H1(h) => !h.conn.alive(),
-                    Sender::H2(s, _) => s.is_closed(),
+                    Sender::H2(_, streams) => streams.ended.load(Ordering::Acquire),
                 }
         }));
         let watching = !idle.is_empty();
@@ -719,13 +755,16 @@ impl Pool {
             .map_err(UpstreamError::Connect)?;
         let h2 = io.connected().is_negotiated_h2();
         let sender = if h2 {
-            let (s, c) = http2::handshake(TokioExecutor::new(), io).await?;
+            let (s, c) = upstream_h2::handshake(TokioIo::new(io), MAX_H2_STREAMS).await?;
+            let streams = Arc::new(Streams::default());
+            let ended = Arc::clone(&streams);
             tokio::spawn(async move {
                 if let Err(e) = c.await {
                     tracing::debug!(error = %e, "upstream h2 connection ended");
                 }
+                ended.ended.store(true, Ordering::Release);
             });
-            Sender::H2(s, Arc::default())
+            Sender::H2(s, streams)
         } else {
             let (send, conn) = http1::handshake(io).await?;
             Sender::H1(H1::new(send, conn))
@@ -745,7 +784,7 @@ impl Pool {
                 });
                 self.watch();
                 // A new connection has room for the call that opened it.
-                streams.take()
+                streams.take(s)
             }
             Sender::H1(_) => None,
         };
@@ -804,10 +843,33 @@ struct Lease {
 /// A response body from the upstream. When it ends, its HTTP/1.1 connection goes back
 /// to the pool; one dropped before its end is closed (hyper cannot reuse it).
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: Inner,
     lease: Option<Lease>,
     /// The call's place on its h2 connection, given back as the body ends.
     slot: Option<StreamSlot>,
+}
+
+enum Inner {
+    H1(Incoming),
+    H2(RecvBody),
+}
+
+impl Inner {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inner::H1(b) => b.is_end_stream(),
+            Inner::H2(b) => b.is_end_stream(),
+        }
+    }
+}
+
+/// Why a response body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    H1(#[from] hyper::Error),
+    #[error(transparent)]
+    H2(#[from] h2::Error),
 }
 
 impl UpstreamBody {
@@ -821,22 +883,27 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let h1 = this.lease.as_mut().and_then(|l| match &mut l.conn.sender {
             Sender::H1(h) => Some(&mut h.conn),
             Sender::H2(..) => None,
         });
-        let inner = &mut this.inner;
-        let frame = match h1 {
+        let frame = match (&mut this.inner, h1) {
             // The body's bytes come from the connection this task drives.
-            Some(conn) => ready!(conn.poll(cx, |c| Pin::new(&mut *inner).poll_frame(c))),
-            None => ready!(Pin::new(inner).poll_frame(cx)),
+            (Inner::H1(inner), Some(conn)) => ready!(
+                conn.poll(cx, |c| Pin::new(&mut *inner).poll_frame(c))
+                    .map_err(BodyError::from)
+            ),
+            (Inner::H1(inner), None) => {
+                ready!(Pin::new(inner).poll_frame(cx).map_err(BodyError::from))
+            }
+            (Inner::H2(inner), _) => ready!(inner.poll_frame(cx).map_err(BodyError::from)),
         };
         match &frame {
             None => self.release(),
@@ -852,7 +919,10 @@ impl Body for UpstreamBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::H1(b) => b.size_hint(),
+            Inner::H2(b) => b.size_hint(),
+        }
     }
 }
 
@@ -867,6 +937,7 @@ impl Drop for UpstreamBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper_util::rt::TokioExecutor;
 
     /// The pool of a client without workers (the one calls from a test's thread use),
     /// trusting `ca` besides the webpki roots.
@@ -923,14 +994,17 @@ mod tests {
     fn an_h2_connection_takes_calls_up_to_its_cap_and_frees_a_slot_when_one_ends() {
         let streams = Arc::new(Streams::default());
         let mut slots: Vec<StreamSlot> = (0..MAX_H2_STREAMS)
-            .map(|_| streams.take().expect("room"))
+            .map(|_| streams.take_under(MAX_H2_STREAMS).expect("room"))
             .collect();
-        assert!(streams.take().is_none(), "full at {MAX_H2_STREAMS}");
+        assert!(
+            streams.take_under(MAX_H2_STREAMS).is_none(),
+            "full at {MAX_H2_STREAMS}"
+        );
         slots.pop();
-        let again = streams.take();
+        let again = streams.take_under(MAX_H2_STREAMS);
         assert!(again.is_some(), "a call that ended gave its slot back");
         drop((slots, again));
-        assert_eq!(streams.0.load(Ordering::Acquire), 0);
+        assert_eq!(streams.calls.load(Ordering::Acquire), 0);
     }
 
     #[tokio::test]
@@ -959,9 +1033,7 @@ mod tests {
             let authority = authority.clone();
             async move {
                 let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-                let (s, c) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                    .await
-                    .unwrap();
+                let (s, c) = upstream_h2::handshake(tcp, MAX_H2_STREAMS).await.unwrap();
                 tokio::spawn(c);
                 Conn {
                     https: false,
@@ -977,7 +1049,7 @@ mod tests {
             .unwrap();
         // Both last lent long ago; the older one still has a call on it.
         let busy = Arc::new(Streams::default());
-        let call = busy.take().unwrap();
+        let call = busy.take_under(1).unwrap();
         for streams in [Arc::clone(&busy), Arc::default()] {
             let conn = h2(streams).await;
             pool.idle().push(Idle {
@@ -1200,6 +1272,94 @@ mod tests {
             1,
             "one TLS handshake for all"
         );
+        server.abort();
+    }
+
+    /// An h2 upstream (TLS, the test certificate) that answers `/slow` after 500 ms and
+    /// anything else at once, and says GOAWAY on its first connection once that has
+    /// answered a fast call, finishing the calls it already took. With the count of
+    /// connections it accepted.
+    async fn upstream_going_away() -> (BaseUrl, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+        use hyper_util::rt::TokioIo;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let certs = certs();
+        let acceptor =
+            crate::server::tls_acceptor(&certs.join("localhost.pem"), &certs.join("localhost.key"))
+                .unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let server = {
+            let accepted = Arc::clone(&accepted);
+            tokio::spawn(async move {
+                while let Ok((s, _)) = listener.accept().await {
+                    let first = accepted.fetch_add(1, Ordering::SeqCst) == 0;
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let Ok(s) = acceptor.accept(s).await else {
+                            return;
+                        };
+                        let answered = Arc::new(tokio::sync::Notify::new());
+                        let svc = {
+                            let answered = Arc::clone(&answered);
+                            hyper::service::service_fn(move |req: Request<Incoming>| {
+                                let answered = Arc::clone(&answered);
+                                async move {
+                                    if req.uri().path() == "/slow" {
+                                        tokio::time::sleep(Duration::from_millis(500)).await;
+                                    } else {
+                                        answered.notify_one();
+                                    }
+                                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                                        Bytes::from_static(b"ok"),
+                                    )))
+                                }
+                            })
+                        };
+                        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(s), svc);
+                        let mut conn = std::pin::pin!(conn);
+                        if first {
+                            tokio::select! {
+                                _ = conn.as_mut() => return,
+                                _ = answered.notified() => {}
+                            }
+                            // Let the answer go out before the GOAWAY.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                        let _ = conn.await;
+                    });
+                }
+            })
+        };
+        let base = BaseUrl::parse(&format!("https://{addr}")).unwrap();
+        (base, accepted, server)
+    }
+
+    #[tokio::test]
+    async fn a_call_after_an_h2_upstream_said_goaway_goes_out_on_a_new_connection() {
+        use http_body_util::BodyExt;
+        let (to, accepted, server) = upstream_going_away().await;
+        let pool = test_pool(Some(&certs().join("ca.pem")));
+        let call = |path: &'static str| {
+            let pool = Arc::clone(&pool);
+            let to = to.clone();
+            async move {
+                let req = Request::post(path).body(Full::new(Bytes::new())).unwrap();
+                let resp = pool.send(&to, req).await.expect("answered");
+                resp.into_body().collect().await.unwrap().to_bytes()
+            }
+        };
+        // A slow call keeps the first connection open through its GOAWAY.
+        let slow = tokio::spawn(call("/slow"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(call("/fast").await, "ok");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // The connection refuses new streams now: the call goes on a new one.
+        assert_eq!(call("/fast").await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(slow.await.unwrap(), "ok", "the call it had taken finished");
         server.abort();
     }
 

@@ -496,7 +496,7 @@ pub enum StreamError {
     #[error("the upstream sent nothing for {} ms", .0.as_millis())]
     Idle(Duration),
     #[error("the upstream connection failed: {0}")]
-    Upstream(#[from] hyper::Error),
+    Upstream(#[from] super::client::BodyError),
 }
 
 impl Body for MeteredBody {

@@ -13,6 +13,7 @@ pub mod meter;
 pub mod request;
 pub mod route;
 pub mod server;
+mod upstream_h2;
 
 use std::borrow::Cow;
 use std::time::Instant;
