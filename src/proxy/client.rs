@@ -537,16 +537,20 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The newest open connection to the upstream: an HTTP/1.1 one is taken out, an h2
-    /// one with room for another call shared (with the call's slot on it). Connections
-    /// idle longer than `IDLE_TIMEOUT` are closed on the way (an h2 one is idle when no
-    /// call is on it and none started on it for that long).
+    /// An open connection to the upstream: the newest HTTP/1.1 one, taken out, or the h2
+    /// one carrying the fewest calls (the newest of equals), shared, with the call's slot
+    /// on it. Calls spread evenly over the h2 connections they need: a full one next to
+    /// a nearly empty one served its calls' frames in turns with it, so its streams fell
+    /// behind (TTLB p99 at 256 connections in the bench). Connections idle longer than
+    /// `IDLE_TIMEOUT` are closed on the way (an h2 one is idle when no call is on it and
+    /// none started on it for that long).
     fn checkout(&self, https: bool, authority: &Authority) -> Result<Checkout, Miss> {
         // Connections to close, dropped after the lock (declared first, dropped last).
         let mut gone: Vec<Idle> = Vec::new();
         let mut idle = self.idle();
-        let mut h2_full = false;
         let now = Instant::now();
+        // The least busy h2 connection so far: its index and calls.
+        let mut best: Option<(usize, usize)> = None;
         let mut i = idle.len();
         while i > 0 {
             i -= 1;
@@ -554,36 +558,48 @@ impl Pool {
             if e.conn.https != https || e.conn.authority != *authority {
                 continue;
             }
-            if e.conn.sender.is_closed() {
+            if e.conn.sender.is_closed()
+                || matches!(e.conn.sender, Sender::H2(..) if e.expired(now))
+            {
+                // For an h2 one the pool's handle is the last: dropping it closes it.
                 gone.push(idle.remove(i));
+                // `best` was found above `i`: it moved down one.
+                if let Some((b, _)) = &mut best {
+                    *b -= 1;
+                }
                 continue;
             }
             match &e.conn.sender {
-                Sender::H2(..) if e.expired(now) => {
-                    // The pool's handle is the last one: dropping it closes the connection.
-                    gone.push(idle.remove(i));
-                    continue;
+                Sender::H2(_, streams) => {
+                    let calls = streams.calls.load(Ordering::Acquire);
+                    if best.is_none_or(|(_, fewest)| calls < fewest) {
+                        best = Some((i, calls));
+                    }
                 }
-                Sender::H2(s, streams) => {
-                    // Full: an older one may have room.
-                    let Some(slot) = streams.take(s) else {
-                        h2_full = true;
-                        continue;
-                    };
-                    let conn = e.conn.h2_handle(s, streams);
-                    idle[i].since = now;
-                    return Ok((conn, Some(slot)));
-                }
+                // An upstream that switched protocols: its h2 connections come first.
+                Sender::H1(_) if best.is_some() => break,
                 Sender::H1(_) if e.expired(now) => {
                     // Every HTTP/1.1 connection before it has waited longer still; the
                     // h2 ones are not idle, only shared.
                     gone.extend(idle.extract_if(..=i, |e| matches!(e.conn.sender, Sender::H1(_))));
-                    return Err(Miss { h2_full });
+                    return Err(Miss { h2_full: false });
                 }
                 Sender::H1(_) => return Ok((idle.remove(i).conn, None)),
             }
         }
-        Err(Miss { h2_full })
+        let Some((i, _)) = best else {
+            return Err(Miss { h2_full: false });
+        };
+        let e = &mut idle[i];
+        if let Sender::H2(s, streams) = &e.conn.sender
+            && let Some(slot) = streams.take(s)
+        {
+            let conn = e.conn.h2_handle(s, streams);
+            e.since = now;
+            return Ok((conn, Some(slot)));
+        }
+        // The least busy is full, so all are.
+        Err(Miss { h2_full: true })
     }
 
     /// A connection for a call that found none free in the pool, and whether it is a
@@ -1007,13 +1023,17 @@ mod tests {
         assert_eq!(streams.calls.load(Ordering::Acquire), 0);
     }
 
-    #[tokio::test]
-    async fn h2_connections_unused_past_the_timeout_are_closed_and_busy_ones_kept() {
+    /// An h2 server (prior knowledge, plain TCP) answering every request with an empty
+    /// 200, reporting each connection that ends.
+    async fn h2_upstream() -> (
+        std::net::SocketAddr,
+        tokio::sync::mpsc::UnboundedReceiver<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
         use hyper_util::rt::TokioIo;
-        // An h2 server (prior knowledge) that reports each connection that ends.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+        let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
         let server = tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
                 let closed_tx = closed_tx.clone();
@@ -1028,21 +1048,60 @@ mod tests {
                 });
             }
         });
+        (addr, closed, server)
+    }
+
+    /// A new h2 connection to `addr` counting its calls in `streams`.
+    async fn h2_conn(addr: std::net::SocketAddr, streams: Arc<Streams>) -> Conn {
         let authority: Authority = addr.to_string().parse().unwrap();
-        let h2 = |streams: Arc<Streams>| {
-            let authority = authority.clone();
-            async move {
-                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-                let (s, c) = upstream_h2::handshake(tcp, MAX_H2_STREAMS).await.unwrap();
-                tokio::spawn(c);
-                Conn {
-                    https: false,
-                    host: host_header(false, &authority),
-                    authority,
-                    sender: Sender::H2(s, streams),
-                }
-            }
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (s, c) = upstream_h2::handshake(tcp, MAX_H2_STREAMS).await.unwrap();
+        tokio::spawn(c);
+        Conn {
+            https: false,
+            host: host_header(false, &authority),
+            authority,
+            sender: Sender::H2(s, streams),
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_go_to_the_h2_connection_carrying_the_fewest_the_newest_of_equals() {
+        let (addr, _closed, server) = h2_upstream().await;
+        let authority: Authority = addr.to_string().parse().unwrap();
+        let pool = test_pool(None);
+        let (older, newer) = (Arc::new(Streams::default()), Arc::new(Streams::default()));
+        for streams in [&older, &newer] {
+            let conn = h2_conn(addr, Arc::clone(streams)).await;
+            pool.idle().push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+        let on = |slot: &Option<StreamSlot>, streams: &Arc<Streams>| {
+            slot.as_ref().is_some_and(|s| Arc::ptr_eq(&s.0, streams))
         };
+        let mut calls = Vec::new();
+        for want in [&newer, &older, &newer, &older] {
+            let (conn, slot) = pool.checkout(false, &authority).ok().expect("room");
+            assert!(on(&slot, want), "call {} went elsewhere", calls.len());
+            calls.push((conn, slot));
+        }
+        assert_eq!(older.calls.load(Ordering::Acquire), 2);
+        assert_eq!(newer.calls.load(Ordering::Acquire), 2);
+        // The older one's calls end: it is the least busy now.
+        calls.remove(3);
+        calls.remove(1);
+        let (_, slot) = pool.checkout(false, &authority).ok().expect("room");
+        assert!(on(&slot, &older));
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn h2_connections_unused_past_the_timeout_are_closed_and_busy_ones_kept() {
+        let (addr, mut closed, server) = h2_upstream().await;
+        let authority: Authority = addr.to_string().parse().unwrap();
+        let h2 = |streams: Arc<Streams>| h2_conn(addr, streams);
         let pool = test_pool(None);
         let long_ago = Instant::now()
             .checked_sub(IDLE_TIMEOUT + Duration::from_secs(1))
