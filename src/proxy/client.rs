@@ -1131,9 +1131,20 @@ mod tests {
         server.abort();
     }
 
-    #[tokio::test]
-    async fn calls_waiting_for_an_h2_connection_that_fails_to_open_fail_with_it() {
-        // Accepts and hangs up at once: every TLS handshake fails quickly.
+    /// A server on loopback handing each connection it accepts, with how many it accepted
+    /// before (0 for the first), to a task running `serve`; with the count of connections
+    /// it accepted.
+    async fn counting_server<F, Fut>(
+        serve: F,
+    ) -> (
+        std::net::SocketAddr,
+        Arc<AtomicUsize>,
+        tokio::task::JoinHandle<()>,
+    )
+    where
+        F: Fn(tokio::net::TcpStream, usize) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -1141,11 +1152,25 @@ mod tests {
             let accepted = Arc::clone(&accepted);
             tokio::spawn(async move {
                 while let Ok((s, _)) = listener.accept().await {
-                    accepted.fetch_add(1, Ordering::SeqCst);
-                    drop(s);
+                    let before = accepted.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(serve(s, before));
                 }
             })
         };
+        (addr, accepted, server)
+    }
+
+    /// TLS with the test certificate (`certs/localhost.pem`), ALPN h2 and http/1.1.
+    fn test_acceptor() -> tokio_rustls::TlsAcceptor {
+        let certs = certs();
+        crate::server::tls_acceptor(&certs.join("localhost.pem"), &certs.join("localhost.key"))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn calls_waiting_for_an_h2_connection_that_fails_to_open_fail_with_it() {
+        // Accepts and hangs up at once: every TLS handshake fails quickly.
+        let (addr, accepted, server) = counting_server(|s, _| async move { drop(s) }).await;
         let pool = test_pool(None);
         let authority: Authority = addr.to_string().parse().unwrap();
         // Eight calls that found the upstream's h2 connections full, at once.
@@ -1266,42 +1291,29 @@ mod tests {
         delay: Duration,
     ) -> (BaseUrl, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
         use hyper_util::rt::TokioIo;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let certs = certs();
-        let acceptor = tls.then(|| {
-            crate::server::tls_acceptor(&certs.join("localhost.pem"), &certs.join("localhost.key"))
-                .unwrap()
-        });
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let server = {
-            let accepted = Arc::clone(&accepted);
-            tokio::spawn(async move {
-                while let Ok((s, _)) = listener.accept().await {
-                    accepted.fetch_add(1, Ordering::SeqCst);
-                    let acceptor = acceptor.clone();
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |_req| async move {
-                            tokio::time::sleep(delay).await;
-                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                                Bytes::from_static(b"ok"),
-                            )))
-                        });
-                        let server =
-                            hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                        match acceptor {
-                            Some(a) => {
-                                let Ok(s) = a.accept(s).await else { return };
-                                let _ = server.serve_connection(TokioIo::new(s), svc).await;
-                            }
-                            None => {
-                                let _ = server.serve_connection(TokioIo::new(s), svc).await;
-                            }
-                        }
-                    });
+        let acceptor = tls.then(test_acceptor);
+        let (addr, accepted, server) = counting_server(move |s, _| {
+            let acceptor = acceptor.clone();
+            async move {
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
+                        b"ok",
+                    ))))
+                });
+                let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                match acceptor {
+                    Some(a) => {
+                        let Ok(s) = a.accept(s).await else { return };
+                        let _ = server.serve_connection(TokioIo::new(s), svc).await;
+                    }
+                    None => {
+                        let _ = server.serve_connection(TokioIo::new(s), svc).await;
+                    }
                 }
-            })
-        };
+            }
+        })
+        .await;
         let scheme = if tls { "https" } else { "http" };
         let base = BaseUrl::parse(&format!("{scheme}://{addr}")).unwrap();
         (base, accepted, server)
@@ -1340,57 +1352,46 @@ mod tests {
     /// connections it accepted.
     async fn upstream_going_away() -> (BaseUrl, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
         use hyper_util::rt::TokioIo;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let certs = certs();
-        let acceptor =
-            crate::server::tls_acceptor(&certs.join("localhost.pem"), &certs.join("localhost.key"))
-                .unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let server = {
-            let accepted = Arc::clone(&accepted);
-            tokio::spawn(async move {
-                while let Ok((s, _)) = listener.accept().await {
-                    let first = accepted.fetch_add(1, Ordering::SeqCst) == 0;
-                    let acceptor = acceptor.clone();
-                    tokio::spawn(async move {
-                        let Ok(s) = acceptor.accept(s).await else {
-                            return;
-                        };
-                        let answered = Arc::new(tokio::sync::Notify::new());
-                        let svc = {
-                            let answered = Arc::clone(&answered);
-                            hyper::service::service_fn(move |req: Request<Incoming>| {
-                                let answered = Arc::clone(&answered);
-                                async move {
-                                    if req.uri().path() == "/slow" {
-                                        tokio::time::sleep(Duration::from_millis(500)).await;
-                                    } else {
-                                        answered.notify_one();
-                                    }
-                                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                                        Bytes::from_static(b"ok"),
-                                    )))
-                                }
-                            })
-                        };
-                        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(s), svc);
-                        let mut conn = std::pin::pin!(conn);
-                        if first {
-                            tokio::select! {
-                                _ = conn.as_mut() => return,
-                                _ = answered.notified() => {}
+        let acceptor = test_acceptor();
+        let (addr, accepted, server) = counting_server(move |s, before| {
+            let acceptor = acceptor.clone();
+            async move {
+                let Ok(s) = acceptor.accept(s).await else {
+                    return;
+                };
+                let answered = Arc::new(tokio::sync::Notify::new());
+                let svc = {
+                    let answered = Arc::clone(&answered);
+                    hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let answered = Arc::clone(&answered);
+                        async move {
+                            if req.uri().path() == "/slow" {
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            } else {
+                                answered.notify_one();
                             }
-                            // Let the answer go out before the GOAWAY.
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            conn.as_mut().graceful_shutdown();
+                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                                Bytes::from_static(b"ok"),
+                            )))
                         }
-                        let _ = conn.await;
-                    });
+                    })
+                };
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc);
+                let mut conn = std::pin::pin!(conn);
+                if before == 0 {
+                    tokio::select! {
+                        _ = conn.as_mut() => return,
+                        _ = answered.notified() => {}
+                    }
+                    // Let the answer go out before the GOAWAY.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    conn.as_mut().graceful_shutdown();
                 }
-            })
-        };
+                let _ = conn.await;
+            }
+        })
+        .await;
         let base = BaseUrl::parse(&format!("https://{addr}")).unwrap();
         (base, accepted, server)
     }
