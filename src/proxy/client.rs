@@ -53,7 +53,8 @@ const MAX_IDLE: usize = 256;
 /// rather than kept until a call finds it. A look is a poll of each, no syscall unless
 /// the socket has something to read.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
-/// Closed pooled connections one call may run into before it opens a new one.
+/// Closed pooled connections (or refused h2 streams) one call may run into before it
+/// opens a new connection (or gives up).
 const MAX_STALE: usize = 4;
 /// Most calls one h2 connection carries at once; the next one opens another connection.
 /// Servers cap the streams of a connection (`SETTINGS_MAX_CONCURRENT_STREAMS`, 100 to 256
@@ -447,7 +448,9 @@ impl Pool {
     /// Sends `req` to the upstream at `to`, on a pooled connection or a new one. `req`
     /// carries the origin-form target (path and query), which HTTP/1.1 sends as it is
     /// with `Host`; h2 takes the absolute form, built only then. A request that never
-    /// left because a reused connection had just closed is sent again.
+    /// left because a reused connection had just closed is sent again, and so is one
+    /// whose h2 stream the upstream turned away unprocessed (`REFUSED_STREAM`, or a
+    /// GOAWAY below it), up to `MAX_STALE` times.
     pub async fn send(
         self: &Arc<Self>,
         to: &BaseUrl,
@@ -498,8 +501,18 @@ impl Pool {
                 }
                 Sender::H2(s, streams) => {
                     absolute_form(req.uri_mut(), &to.scheme, authority)?;
+                    // Kept to send again should the upstream refuse the stream unread.
+                    let again = (stale < MAX_STALE).then(|| upstream_h2::copy(&req));
                     match upstream_h2::start(s, req) {
-                        Ok(response) => RecvBody::new(response.await?).map(Inner::H2),
+                        Ok(response) => match (response.await, again) {
+                            (Ok(head), _) => RecvBody::new(head).map(Inner::H2),
+                            (Err(e), Some(back)) if upstream_h2::unprocessed(&e) => {
+                                stale += 1;
+                                req = back;
+                                continue;
+                            }
+                            (Err(e), _) => return Err(e.into()),
+                        },
                         Err(NotStarted {
                             unsent: Some(back),
                             error,
@@ -1420,6 +1433,181 @@ mod tests {
         assert_eq!(call("/fast").await, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         assert_eq!(slow.await.unwrap(), "ok", "the call it had taken finished");
+        server.abort();
+    }
+
+    /// Answers every request on an h2 connection (over `io`) with `ok`, after reading its
+    /// body into `bodies`; the first request of the connection is refused unread
+    /// (`REFUSED_STREAM`) when `refuse_first`.
+    async fn serve_h2<T>(io: T, refuse_first: bool, bodies: Arc<Mutex<Vec<Bytes>>>)
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let Ok(mut conn) = h2::server::handshake(io).await else {
+            return;
+        };
+        let mut refuse = refuse_first;
+        while let Some(Ok((req, mut respond))) = conn.accept().await {
+            if std::mem::take(&mut refuse) {
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+                continue;
+            }
+            let bodies = Arc::clone(&bodies);
+            tokio::spawn(async move {
+                let mut body = req.into_body();
+                let mut got = Vec::new();
+                while let Some(Ok(chunk)) = body.data().await {
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    got.extend_from_slice(&chunk);
+                }
+                bodies.lock().unwrap().push(Bytes::from(got));
+                let mut send = respond.send_response(Response::new(()), false).unwrap();
+                let _ = send.send_data(Bytes::from_static(b"ok"), true);
+            });
+        }
+    }
+
+    /// POSTs `body` through `pool`; the answer's body.
+    async fn post(pool: &Arc<Pool>, to: &BaseUrl, body: &'static str) -> Result<Bytes, String> {
+        use http_body_util::BodyExt;
+        let req = Request::post("/v1/chat/completions")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap();
+        let resp = pool.send(to, req).await.map_err(|e| e.describe())?;
+        Ok(resp.into_body().collect().await.unwrap().to_bytes())
+    }
+
+    const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+
+    #[tokio::test]
+    async fn a_stream_the_h2_upstream_refuses_is_sent_again() {
+        let acceptor = test_acceptor();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let (addr, accepted, server) = counting_server({
+            let bodies = Arc::clone(&bodies);
+            move |s, before| {
+                let (acceptor, bodies) = (acceptor.clone(), Arc::clone(&bodies));
+                async move {
+                    if let Ok(s) = acceptor.accept(s).await {
+                        serve_h2(s, before == 0, bodies).await;
+                    }
+                }
+            }
+        })
+        .await;
+        let to = BaseUrl::parse(&format!("https://{addr}")).unwrap();
+        let pool = test_pool(Some(&certs().join("ca.pem")));
+        assert_eq!(post(&pool, &to, BODY).await.unwrap(), "ok");
+        assert_eq!(
+            *bodies.lock().unwrap(),
+            [Bytes::from_static(BODY.as_bytes())]
+        );
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "sent again on the same connection"
+        );
+        server.abort();
+    }
+
+    /// An h2 frame: 24-bit length, type, flags, stream id, payload.
+    fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend([kind, flags]);
+        f.extend(stream.to_be_bytes());
+        f.extend(payload);
+        f
+    }
+
+    /// An h2 upstream (TLS) whose first connection, written frame by frame, answers the
+    /// first request's HEADERS with a GOAWAY naming as its last stream the one before
+    /// (`took: false`: the call was not processed) or that one (`took: true`, then the
+    /// connection closes: the call may have been). Later connections answer `ok`.
+    async fn upstream_saying_goaway(
+        took: bool,
+    ) -> (
+        BaseUrl,
+        Arc<AtomicUsize>,
+        Arc<Mutex<Vec<Bytes>>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let acceptor = test_acceptor();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let (addr, accepted, server) = counting_server({
+            let bodies = Arc::clone(&bodies);
+            move |s, before| {
+                let (acceptor, bodies) = (acceptor.clone(), Arc::clone(&bodies));
+                async move {
+                    let Ok(mut s) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    if before > 0 {
+                        return serve_h2(s, false, bodies).await;
+                    }
+                    let mut preface = [0u8; 24];
+                    s.read_exact(&mut preface).await.unwrap();
+                    assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+                    s.write_all(&h2_frame(0x4, 0, 0, &[])).await.unwrap();
+                    let stream = loop {
+                        let mut head = [0u8; 9];
+                        s.read_exact(&mut head).await.unwrap();
+                        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                        let mut payload = vec![0u8; len];
+                        s.read_exact(&mut payload).await.unwrap();
+                        let id = u32::from_be_bytes(head[5..9].try_into().unwrap()) & 0x7fff_ffff;
+                        match (head[3], head[4]) {
+                            (0x4, 0) => s.write_all(&h2_frame(0x4, 0x1, 0, &[])).await.unwrap(),
+                            (0x1, _) => break id,
+                            _ => {}
+                        }
+                    };
+                    let last = if took {
+                        stream
+                    } else {
+                        stream.saturating_sub(2)
+                    };
+                    let mut goaway = last.to_be_bytes().to_vec();
+                    goaway.extend(0u32.to_be_bytes()); // NO_ERROR
+                    s.write_all(&h2_frame(0x7, 0, 0, &goaway)).await.unwrap();
+                    s.flush().await.unwrap();
+                    if took {
+                        return; // Hangs up with the call it took unanswered.
+                    }
+                    // A graceful GOAWAY: the connection stays until the client leaves.
+                    let mut rest = Vec::new();
+                    let _ = s.read_to_end(&mut rest).await;
+                }
+            }
+        })
+        .await;
+        let to = BaseUrl::parse(&format!("https://{addr}")).unwrap();
+        (to, accepted, bodies, server)
+    }
+
+    #[tokio::test]
+    async fn a_stream_above_an_h2_upstreams_goaway_is_sent_again_on_a_new_connection() {
+        let (to, accepted, bodies, server) = upstream_saying_goaway(false).await;
+        let pool = test_pool(Some(&certs().join("ca.pem")));
+        assert_eq!(post(&pool, &to, BODY).await.unwrap(), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            *bodies.lock().unwrap(),
+            [Bytes::from_static(BODY.as_bytes())]
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_stream_an_h2_upstream_took_before_going_away_is_not_sent_twice() {
+        let (to, accepted, bodies, server) = upstream_saying_goaway(true).await;
+        let pool = test_pool(Some(&certs().join("ca.pem")));
+        let err = post(&pool, &to, BODY).await.unwrap_err();
+        assert!(!err.is_empty());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "not sent again: {err}");
+        assert!(bodies.lock().unwrap().is_empty());
         server.abort();
     }
 

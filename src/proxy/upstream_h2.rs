@@ -99,6 +99,26 @@ pub fn start(
     Ok(response)
 }
 
+/// A copy of `req` to send again if the upstream refuses it unprocessed: the head
+/// cloned, the body shared.
+pub fn copy(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut again = Request::new(req.body().clone());
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = req.uri().clone();
+    *again.version_mut() = req.version();
+    *again.headers_mut() = req.headers().clone();
+    again
+}
+
+/// Whether the upstream turned the call's stream away before processing any of it, so
+/// it may be sent again (RFC 9113 §8.7): a `REFUSED_STREAM` reset, or a GOAWAY whose
+/// last stream is below this one (h2 fails only those streams with the peer's GOAWAY;
+/// a stream the peer took that dies with the connection fails with an I/O error).
+pub fn unprocessed(e: &h2::Error) -> bool {
+    e.is_remote()
+        && (e.is_go_away() || (e.is_reset() && e.reason() == Some(h2::Reason::REFUSED_STREAM)))
+}
+
 /// The bytes of a request body that is all in memory.
 fn into_bytes(mut body: Full<Bytes>) -> Bytes {
     // A `Full` yields its one frame at once.
