@@ -2108,6 +2108,52 @@ async fn calls_past_the_stream_cap(cap: u32, calls: usize) {
     assert_eq!(cancelled, calls);
 }
 
+/// A cold start: a burst of calls to an upstream not yet connected, past its stream
+/// cap. The pool waits for the upstream's SETTINGS before a new connection takes calls,
+/// so each connection carries the cap and no more. Sent before the cap was known, the
+/// calls past it were refused (a 502 each) or held by h2 until a stream ended (never,
+/// for these); with refused calls sent again, most runs still left 1 or 2 of the 60
+/// hanging (7 of 9 tried).
+#[tokio::test]
+async fn a_cold_burst_past_an_upstreams_stream_cap_fills_connections_to_the_cap() {
+    const CAP: u32 = 4;
+    const CALLS: usize = 60;
+    let mock = MockUpstream::tls()
+        .h2_max_concurrent_streams(CAP)
+        .route(
+            "POST",
+            "/v1/messages",
+            Reply::sse(fixture("anthropic/messages_stream.sse")).stall_after(1),
+        )
+        .start()
+        .await;
+    let app = TestApp::spawn_with(&mock.base_url(), |c| c.proxy_workers = 1).await;
+    let acct = app.account("h2cold@example.com").await;
+
+    let streams = (0..CALLS).map(|_| async {
+        let r = app
+            .passthrough("/anthropic/v1/messages", &acct.key)
+            .body(MESSAGES)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+        r
+    });
+    let open = tokio::time::timeout(Duration::from_secs(20), futures::future::join_all(streams))
+        .await
+        .expect("every call answered");
+    // Each reached the upstream once, over as many connections as the cap requires.
+    assert_eq!(mock.request_count(), CALLS);
+    assert_eq!(mock.connections(), CALLS / CAP as usize);
+
+    drop(open);
+    mock.wait_for_cancelled(CALLS, Duration::from_secs(10))
+        .await;
+    let events = app.wait_events(&acct.user_id, CALLS).await;
+    assert!(events.iter().all(|e| e.outcome == Outcome::Cancelled));
+}
+
 /// A request body larger than the upstream's h2 send windows (1 MiB a stream in hyper's
 /// server) is queued whole and goes out as the upstream grants capacity, byte for byte.
 #[tokio::test]

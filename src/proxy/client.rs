@@ -784,7 +784,7 @@ impl Pool {
             .map_err(UpstreamError::Connect)?;
         let h2 = io.connected().is_negotiated_h2();
         let sender = if h2 {
-            let (s, c) = upstream_h2::handshake(TokioIo::new(io), MAX_H2_STREAMS).await?;
+            let (s, c) = upstream_h2::handshake(TokioIo::new(io)).await?;
             let streams = Arc::new(Streams::default());
             let ended = Arc::clone(&streams);
             tokio::spawn(async move {
@@ -1068,7 +1068,7 @@ mod tests {
     async fn h2_conn(addr: std::net::SocketAddr, streams: Arc<Streams>) -> Conn {
         let authority: Authority = addr.to_string().parse().unwrap();
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (s, c) = upstream_h2::handshake(tcp, MAX_H2_STREAMS).await.unwrap();
+        let (s, c) = upstream_h2::handshake(tcp).await.unwrap();
         tokio::spawn(c);
         Conn {
             https: false,

@@ -8,8 +8,10 @@
 //! body and waits for the response head itself; the connection's task only reads and
 //! writes frames. The settings are hyper's defaults, so upstreams see the same client.
 
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::RecvStream;
@@ -29,18 +31,25 @@ const MAX_SEND_BUFFER: usize = 1024 * 1024;
 const MAX_HEADER_LIST: u32 = 16 * 1024;
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
-/// Opens h2 on `io`; `streams` is how many calls may be started before the upstream's
-/// SETTINGS say how many it takes at once. The connection must be polled (spawned) for
-/// anything to move.
-pub async fn handshake<T>(
-    io: T,
-    streams: usize,
-) -> Result<(SendRequest<Bytes>, Connection<T, Bytes>), h2::Error>
+/// What the upstream's stream cap reads until its first SETTINGS frame is applied: no
+/// frame can set it (a stated cap is a `u32`; none stated makes it `usize::MAX`).
+const CAP_NOT_YET_KNOWN: usize = usize::MAX - 1;
+/// Longest wait for the upstream's SETTINGS before calls go out anyway. A server sends
+/// them first thing, so they arrive with the end of the TLS handshake or a round trip
+/// after our preface.
+const SETTINGS_WAIT: Duration = Duration::from_secs(1);
+
+/// Opens h2 on `io` and waits for the upstream's SETTINGS, so the calls the connection
+/// takes are counted against the upstream's stream cap: a cold burst sent before it is
+/// known would see the calls past a lower cap refused, and h2 hold those it had not
+/// sent yet until a stream ends, minutes for an LLM stream. The connection must then
+/// be polled (spawned) for anything to move.
+pub async fn handshake<T>(io: T) -> Result<(SendRequest<Bytes>, Connection<T, Bytes>), h2::Error>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    h2::client::Builder::new()
-        .initial_max_send_streams(streams)
+    let (send, mut conn) = h2::client::Builder::new()
+        .initial_max_send_streams(CAP_NOT_YET_KNOWN)
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
@@ -49,7 +58,25 @@ where
         .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
         .enable_push(false)
         .handshake(io)
-        .await
+        .await?;
+    let known = |send: &SendRequest<Bytes>| send.current_max_send_streams() != CAP_NOT_YET_KNOWN;
+    let settled = poll_fn(|cx| {
+        if known(&send) {
+            return Poll::Ready(Ok(()));
+        }
+        match Pin::new(&mut conn).poll(cx) {
+            // Ended before saying anything: the first call finds out.
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if known(&send) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
+    });
+    // Past the wait the calls go out as before, up to our own cap.
+    if let Ok(Err(e)) = tokio::time::timeout(SETTINGS_WAIT, settled).await {
+        return Err(e);
+    }
+    Ok((send, conn))
 }
 
 /// Why a call did not start on an h2 connection.
