@@ -2049,29 +2049,30 @@ async fn an_upstreams_lower_stream_cap_is_kept() {
     calls_past_the_stream_cap(10, 15).await;
 }
 
-/// `calls` streams at once to an upstream allowing `cap` a connection (more than `cap`,
-/// at most twice it) all reach it, over two connections.
-async fn calls_past_the_stream_cap(cap: u32, calls: usize) {
+/// An h2 upstream (TLS) allowing `cap` streams a connection, answering chat calls and
+/// holding Anthropic streams open after their first byte, as a long generation does;
+/// and the app proxying to it from one worker (one pool).
+async fn capped_upstream(cap: u32) -> (MockUpstreamHandle, TestApp) {
     let mock = MockUpstream::tls()
         .h2_max_concurrent_streams(cap)
         .json("/v1/chat/completions", "openai/chat_completion.json")
         .route(
             "POST",
             "/v1/messages",
-            // Every stream stays open after its first byte, as a long generation does.
             Reply::sse(fixture("anthropic/messages_stream.sse")).stall_after(1),
         )
         .start()
         .await;
     let app = TestApp::spawn_with(&mock.base_url(), |c| c.proxy_workers = 1).await;
-    let acct = app.account("h2cap@example.com").await;
-    // The pool's h2 connection exists before the burst.
-    chat_calls(&app, &acct.key, 1).await;
-    assert_eq!(mock.connections(), 1);
+    (mock, app)
+}
 
+/// `calls` Anthropic streams at once through the proxy, each answered `200` (the mock
+/// holds them open after their first byte); `None` if not all are answered in 20 s.
+async fn held_streams(app: &TestApp, key: &str, calls: usize) -> Option<Vec<reqwest::Response>> {
     let streams = (0..calls).map(|_| async {
         let r = app
-            .passthrough("/anthropic/v1/messages", &acct.key)
+            .passthrough("/anthropic/v1/messages", key)
             .body(MESSAGES)
             .send()
             .await
@@ -2079,9 +2080,23 @@ async fn calls_past_the_stream_cap(cap: u32, calls: usize) {
         assert_eq!(r.status(), 200);
         r
     });
-    let open = tokio::time::timeout(Duration::from_secs(20), futures::future::join_all(streams))
+    tokio::time::timeout(Duration::from_secs(20), futures::future::join_all(streams))
         .await
-        .unwrap_or_else(|_| {
+        .ok()
+}
+
+/// `calls` streams at once to an upstream allowing `cap` a connection (more than `cap`,
+/// at most twice it) all reach it, over two connections.
+async fn calls_past_the_stream_cap(cap: u32, calls: usize) {
+    let (mock, app) = capped_upstream(cap).await;
+    let acct = app.account("h2cap@example.com").await;
+    // The pool's h2 connection exists before the burst.
+    chat_calls(&app, &acct.key, 1).await;
+    assert_eq!(mock.connections(), 1);
+
+    let open = held_streams(&app, &acct.key, calls)
+        .await
+        .unwrap_or_else(|| {
             panic!(
                 "only {} of {calls} streams reached the upstream",
                 mock.request_count() - 1
@@ -2118,29 +2133,10 @@ async fn calls_past_the_stream_cap(cap: u32, calls: usize) {
 async fn a_cold_burst_past_an_upstreams_stream_cap_fills_connections_to_the_cap() {
     const CAP: u32 = 4;
     const CALLS: usize = 60;
-    let mock = MockUpstream::tls()
-        .h2_max_concurrent_streams(CAP)
-        .route(
-            "POST",
-            "/v1/messages",
-            Reply::sse(fixture("anthropic/messages_stream.sse")).stall_after(1),
-        )
-        .start()
-        .await;
-    let app = TestApp::spawn_with(&mock.base_url(), |c| c.proxy_workers = 1).await;
+    let (mock, app) = capped_upstream(CAP).await;
     let acct = app.account("h2cold@example.com").await;
 
-    let streams = (0..CALLS).map(|_| async {
-        let r = app
-            .passthrough("/anthropic/v1/messages", &acct.key)
-            .body(MESSAGES)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{:?}", r.text().await);
-        r
-    });
-    let open = tokio::time::timeout(Duration::from_secs(20), futures::future::join_all(streams))
+    let open = held_streams(&app, &acct.key, CALLS)
         .await
         .expect("every call answered");
     // Each reached the upstream once, over as many connections as the cap requires.

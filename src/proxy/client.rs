@@ -1439,7 +1439,7 @@ mod tests {
     /// Answers every request on an h2 connection (over `io`) with `ok`, after reading its
     /// body into `bodies`; the first request of the connection is refused unread
     /// (`REFUSED_STREAM`) when `refuse_first`.
-    async fn serve_h2<T>(io: T, refuse_first: bool, bodies: Arc<Mutex<Vec<Bytes>>>)
+    async fn serve_h2<T>(io: T, refuse_first: bool, bodies: Bodies)
     where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
@@ -1480,23 +1480,51 @@ mod tests {
 
     const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
 
-    #[tokio::test]
-    async fn a_stream_the_h2_upstream_refuses_is_sent_again() {
+    /// Bodies an upstream read, in the order it answered them.
+    type Bodies = Arc<Mutex<Vec<Bytes>>>;
+
+    /// An upstream on loopback over TLS (the test certificate) handing each connection,
+    /// with how many came before it and where to note the bodies it reads, to `serve`;
+    /// with its URL, the count of connections it accepted and those bodies.
+    async fn tls_upstream<F, Fut>(
+        serve: F,
+    ) -> (
+        BaseUrl,
+        Arc<AtomicUsize>,
+        Bodies,
+        tokio::task::JoinHandle<()>,
+    )
+    where
+        F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, usize, Bodies) -> Fut
+            + Send
+            + Sync
+            + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let acceptor = test_acceptor();
-        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let bodies = Bodies::default();
+        let serve = Arc::new(serve);
         let (addr, accepted, server) = counting_server({
             let bodies = Arc::clone(&bodies);
             move |s, before| {
-                let (acceptor, bodies) = (acceptor.clone(), Arc::clone(&bodies));
+                let (acceptor, bodies, serve) =
+                    (acceptor.clone(), Arc::clone(&bodies), Arc::clone(&serve));
                 async move {
                     if let Ok(s) = acceptor.accept(s).await {
-                        serve_h2(s, before == 0, bodies).await;
+                        serve(s, before, bodies).await;
                     }
                 }
             }
         })
         .await;
         let to = BaseUrl::parse(&format!("https://{addr}")).unwrap();
+        (to, accepted, bodies, server)
+    }
+
+    #[tokio::test]
+    async fn a_stream_the_h2_upstream_refuses_is_sent_again() {
+        let (to, accepted, bodies, server) =
+            tls_upstream(|s, before, bodies| serve_h2(s, before == 0, bodies)).await;
         let pool = test_pool(Some(&certs().join("ca.pem")));
         assert_eq!(post(&pool, &to, BODY).await.unwrap(), "ok");
         assert_eq!(
@@ -1529,61 +1557,48 @@ mod tests {
     ) -> (
         BaseUrl,
         Arc<AtomicUsize>,
-        Arc<Mutex<Vec<Bytes>>>,
+        Bodies,
         tokio::task::JoinHandle<()>,
     ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let acceptor = test_acceptor();
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let (addr, accepted, server) = counting_server({
-            let bodies = Arc::clone(&bodies);
-            move |s, before| {
-                let (acceptor, bodies) = (acceptor.clone(), Arc::clone(&bodies));
-                async move {
-                    let Ok(mut s) = acceptor.accept(s).await else {
-                        return;
-                    };
-                    if before > 0 {
-                        return serve_h2(s, false, bodies).await;
-                    }
-                    let mut preface = [0u8; 24];
-                    s.read_exact(&mut preface).await.unwrap();
-                    assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-                    s.write_all(&h2_frame(0x4, 0, 0, &[])).await.unwrap();
-                    let stream = loop {
-                        let mut head = [0u8; 9];
-                        s.read_exact(&mut head).await.unwrap();
-                        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-                        let mut payload = vec![0u8; len];
-                        s.read_exact(&mut payload).await.unwrap();
-                        let id = u32::from_be_bytes(head[5..9].try_into().unwrap()) & 0x7fff_ffff;
-                        match (head[3], head[4]) {
-                            (0x4, 0) => s.write_all(&h2_frame(0x4, 0x1, 0, &[])).await.unwrap(),
-                            (0x1, _) => break id,
-                            _ => {}
-                        }
-                    };
-                    let last = if took {
-                        stream
-                    } else {
-                        stream.saturating_sub(2)
-                    };
-                    let mut goaway = last.to_be_bytes().to_vec();
-                    goaway.extend(0u32.to_be_bytes()); // NO_ERROR
-                    s.write_all(&h2_frame(0x7, 0, 0, &goaway)).await.unwrap();
-                    s.flush().await.unwrap();
-                    if took {
-                        return; // Hangs up with the call it took unanswered.
-                    }
-                    // A graceful GOAWAY: the connection stays until the client leaves.
-                    let mut rest = Vec::new();
-                    let _ = s.read_to_end(&mut rest).await;
-                }
+        tls_upstream(move |mut s, before, bodies| async move {
+            if before > 0 {
+                return serve_h2(s, false, bodies).await;
             }
+            let mut preface = [0u8; 24];
+            s.read_exact(&mut preface).await.unwrap();
+            assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+            s.write_all(&h2_frame(0x4, 0, 0, &[])).await.unwrap();
+            let stream = loop {
+                let mut head = [0u8; 9];
+                s.read_exact(&mut head).await.unwrap();
+                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                let mut payload = vec![0u8; len];
+                s.read_exact(&mut payload).await.unwrap();
+                let id = u32::from_be_bytes(head[5..9].try_into().unwrap()) & 0x7fff_ffff;
+                match (head[3], head[4]) {
+                    (0x4, 0) => s.write_all(&h2_frame(0x4, 0x1, 0, &[])).await.unwrap(),
+                    (0x1, _) => break id,
+                    _ => {}
+                }
+            };
+            let last = if took {
+                stream
+            } else {
+                stream.saturating_sub(2)
+            };
+            let mut goaway = last.to_be_bytes().to_vec();
+            goaway.extend(0u32.to_be_bytes()); // NO_ERROR
+            s.write_all(&h2_frame(0x7, 0, 0, &goaway)).await.unwrap();
+            s.flush().await.unwrap();
+            if took {
+                return; // Hangs up with the call it took unanswered.
+            }
+            // A graceful GOAWAY: the connection stays until the client leaves.
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest).await;
         })
-        .await;
-        let to = BaseUrl::parse(&format!("https://{addr}")).unwrap();
-        (to, accepted, bodies, server)
+        .await
     }
 
     #[tokio::test]
