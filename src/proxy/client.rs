@@ -59,10 +59,11 @@ const MAX_STALE: usize = 4;
 /// Most calls one h2 connection carries at once; the next one opens another connection.
 /// Servers cap the streams of a connection (`SETTINGS_MAX_CONCURRENT_STREAMS`, 100 to 256
 /// at the big providers) and h2 holds a call past that cap until a stream ends, which
-/// for an LLM stream can be minutes; a server's lower cap is kept too. This is RFC
-/// 9113's recommended minimum for that setting, and also what is assumed until the
-/// server's SETTINGS arrive. (The RFC asks clients not to open a second connection to
-/// one origin; proxies do, as Go's HTTP/2 transport does by default.)
+/// for an LLM stream can be minutes; a server's lower cap is kept too (a new connection
+/// takes calls once the server's SETTINGS have said it, see `upstream_h2::handshake`).
+/// This is RFC 9113's recommended minimum for that setting. (The RFC asks clients not
+/// to open a second connection to one origin; proxies do, as Go's HTTP/2 transport does
+/// by default.)
 const MAX_H2_STREAMS: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
@@ -458,8 +459,8 @@ impl Pool {
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let https = to.scheme == Scheme::HTTPS;
         let authority = &to.authority;
-        // Pooled connections that turned out closed; past a few, a new one is opened
-        // (an h2 connection stays pooled until hyper sees it closed).
+        // Pooled connections that turned out closed, or streams refused; past a few, a
+        // new connection is opened (and a refused stream is not sent again).
         let mut stale = 0;
         loop {
             let pooled = if stale < MAX_STALE {
@@ -503,33 +504,29 @@ impl Pool {
                     absolute_form(req.uri_mut(), &to.scheme, authority)?;
                     // Kept to send again should the upstream refuse the stream unread.
                     let again = (stale < MAX_STALE).then(|| upstream_h2::copy(&req));
-                    match upstream_h2::start(s, req) {
-                        Ok(response) => match (response.await, again) {
-                            (Ok(head), _) => RecvBody::new(head).map(Inner::H2),
-                            (Err(e), Some(back)) if upstream_h2::unprocessed(&e) => {
-                                stale += 1;
-                                req = back;
-                                continue;
+                    let response = match upstream_h2::start(s, req) {
+                        Ok(response) => response,
+                        Err(NotStarted { unsent, error }) => {
+                            if let Some(back) = unsent {
+                                // Ended or told to go away: no call may start on it again.
+                                streams.ended.store(true, Ordering::Release);
+                                if reused {
+                                    stale += 1;
+                                    req = *back;
+                                    continue;
+                                }
                             }
-                            (Err(e), _) => return Err(e.into()),
-                        },
-                        Err(NotStarted {
-                            unsent: Some(back),
-                            error,
-                        }) => {
-                            // Ended or told to go away: no call may start on it again.
-                            streams.ended.store(true, Ordering::Release);
-                            if !reused {
-                                return Err(error.into());
-                            }
+                            return Err(error.into());
+                        }
+                    };
+                    match (response.await, again) {
+                        (Ok(head), _) => RecvBody::new(head).map(Inner::H2),
+                        (Err(e), Some(back)) if upstream_h2::unprocessed(&e) => {
                             stale += 1;
-                            req = *back;
+                            req = back;
                             continue;
                         }
-                        Err(NotStarted {
-                            unsent: None,
-                            error,
-                        }) => return Err(error.into()),
+                        (Err(e), _) => return Err(e.into()),
                     }
                 }
             };
