@@ -33,7 +33,12 @@ run() { # build label index
   if "$bin" --help | grep -q -- '--nginx'; then extra+=(--nginx off); fi
   "$bin" --targets pass-through,llmobserve --levels 64 --seconds 3 --rounds 1 \
     --no-memory --no-store --paced-json-rate 0 --paced-stream-rate 0 \
-    "${extra[@]}" "$@" --out "$out/$label$i" >"$out/$label$i.log" 2>&1
+    "${extra[@]}" "$@" --out "$out/$label$i" >"$out/$label$i.log" 2>&1 || {
+    # A build finds the test certificate by the path it was built at (--upstream-tls).
+    echo "run $label$i of $bin failed; the end of $out/$label$i.log:" >&2
+    grep -v '^ \+\(at \|[0-9]\+:\)' "$out/$label$i.log" | tail -n 8 >&2
+    return 1
+  }
 }
 
 for i in $(seq 1 "$pairs"); do
