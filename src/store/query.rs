@@ -665,7 +665,7 @@ mod tests {
         let paced = Store::open(&dir.path().join("paced.redb")).unwrap();
         let mut calls = 0;
         paced.write_events_pacing(&events, || calls += 1).unwrap();
-        // After events 32, 64 and 96: never before the first or after the last.
+        // After every PACE_EVENTS-th event: never before the first or after the last.
         assert_eq!(calls, (events.len() - 1) / crate::store::PACE_EVENTS);
         let plain = Store::open(&dir.path().join("plain.redb")).unwrap();
         plain.write_events(&events).unwrap();
