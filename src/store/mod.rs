@@ -23,7 +23,7 @@ use tables::*;
 /// Events inserted between two calls of the pacing hook of
 /// [`Store::write_events_pacing`]: about 15–25 µs of work, so a proxy worker woken on
 /// the writer's core waits at most that long. 8 instead of 32 cut the streaming
-/// time-to-first-byte p99 at one connection from the pass-through's +62 to +33 µs
+/// time-to-first-byte p99 at one connection from the pass-through's +66 to +35 µs
 /// (medians of 20 interleaved cycles); throughput and the writer's CPU a call under
 /// load did not move (six pairs at 64 and 256 connections).
 pub const PACE_EVENTS: usize = 8;
