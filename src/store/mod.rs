@@ -22,12 +22,9 @@ use tables::*;
 
 /// Events inserted between two calls of the pacing hook of
 /// [`Store::write_events_pacing`]: about 15–25 µs of work, so a proxy worker woken on
-/// the writer's core waits at most that long. 8 instead of 32 cut the streaming
-/// time-to-first-byte p99 at one connection from the pass-through's +66 to +35 µs
-/// (medians of 20 interleaved cycles). Under load over a plain upstream the writer's
-/// CPU a call did not move (six pairs at 64 and 256 connections); over TLS at 64, where
-/// fewer calls a second keep the writer yielding, it rose 0.3 µs a JSON call and 0.7 a
-/// stream (five pairs).
+/// the writer's core waits at most that long. Against 32, the streaming first-byte p99
+/// at one connection fell ~30 µs, for up to 0.7 µs more writer CPU a call where the
+/// writer keeps yielding under load (bench/README.md, the day's twelfth session).
 pub const PACE_EVENTS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
